@@ -1,0 +1,20 @@
+"""Errors that reach the user, and lazy imports of optional extras."""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+class UserError(Exception):
+    """Bad input: the message names what to fix. The CLI exits with code 2."""
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import an optional dependency, or fail naming the extra that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{module} is needed here but is not installed; install it with "
+            f"`pip install 'slimkit[{extra}]'`."
+        ) from exc

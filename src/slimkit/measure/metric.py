@@ -1,0 +1,32 @@
+"""Task metrics: top-1 accuracy, or cosine similarity of embeddings to a reference model."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.task import Task, batches
+
+
+@torch.inference_mode()
+def outputs(model: nn.Module, task: Task, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
+    """The model's outputs on every test sample, concatenated on the CPU."""
+    model.eval().to(device)
+    inputs = task.test[: task.n_inputs]
+    return torch.cat([model(*(t.to(device) for t in b)).float().cpu() for b in batches(inputs, batch_size)])
+
+
+def evaluate(
+    model: nn.Module, task: Task, reference: nn.Module | None = None, device: str = "cpu", batch_size: int = 256
+) -> dict:
+    """Score ``model`` on ``task.test``: {"name": "top1" | "cosine", "value": float}.
+
+    For ``cosine`` tasks ``reference`` (the uncompressed model) supplies the target embeddings.
+    """
+    out = outputs(model, task, batch_size, device)
+    if task.metric == "top1":
+        labels = task.test[task.n_inputs]
+        return {"name": "top1", "value": (out.argmax(1) == labels).float().mean().item()}
+    if reference is None:
+        raise ValueError("cosine metric needs a reference model")
+    target = outputs(reference, task, batch_size, device)
+    return {"name": "cosine", "value": nn.functional.cosine_similarity(out, target, dim=-1).mean().item()}

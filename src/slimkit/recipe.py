@@ -1,0 +1,210 @@
+"""Recipes: ordered, typed step configs; and the open registry of step handlers.
+
+A technique is one config dataclass (subclass of :class:`StepConfig`) plus one handler registered with
+:func:`register`. Built-in techniques are imported lazily, on first use of their recipe key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from torch import nn
+
+from .errors import UserError
+
+# recipe key -> module that registers it (imported on first use, so `import slimkit` stays lean)
+BUILTIN_STEPS: dict[str, str] = {
+    "fine_tune": "slimkit.train",
+    "export": "slimkit.compile.onnx",
+}
+
+Handler = Callable[[nn.Module, "StepConfig", Any], nn.Module]
+Replay = Callable[[nn.Module, dict], nn.Module]
+_CONFIGS: dict[str, type["StepConfig"]] = {}
+_HANDLERS: dict[type, Handler] = {}
+_REPLAYS: dict[str, Replay] = {}
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; ``field`` names it so recipe errors can give its path."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def check(condition: bool, field: str, message: str) -> None:
+    """Raise ConfigError for ``field`` unless ``condition`` holds (use in ``__post_init__``)."""
+    if not condition:
+        raise ConfigError(field, message)
+
+
+@dataclasses.dataclass
+class StepConfig:
+    """Base of every step config. Subclasses are dataclasses with a ``key`` class variable."""
+
+    key: ClassVar[str] = ""
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "StepConfig":
+        """Build a config from plain data, rejecting unknown fields and wrong types."""
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise ConfigError(cls.key, f"expected a mapping of options, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        for name, value in data.items():
+            if name not in names:
+                close = difflib.get_close_matches(str(name), names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(names)}"
+                raise ConfigError(str(name), f"unknown field{hint}")
+            data[name] = _coerce(value, hints[name], name)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(cls.key, str(exc)) from exc
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _coerce(value, tp, field: str):
+    """Check ``value`` against a type hint; ints are accepted where floats are expected."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in args:
+            try:
+                return _coerce(value, option, field)
+            except ConfigError as exc:
+                errors.append(exc.message)
+        raise ConfigError(field, " or ".join(errors))
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(field, f"expected null, got {value!r}")
+        return None
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(field, f"must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(field, f"expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return origin(_coerce(v, item, f"{field}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(field, f"expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{field}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(field, f"expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def register(config_cls: type[StepConfig], *, replay: Replay | None = None) -> Callable[[Handler], Handler]:
+    """Register ``handler(model, config, ctx) -> model`` for ``config_cls``.
+
+    ``replay(model, entry)`` re-applies a structural change recorded in a checkpoint's history, so a
+    reshaped model can be rebuilt before its weights are loaded.
+    """
+    if not config_cls.key:
+        raise ValueError(f"{config_cls.__name__} needs a non-empty class variable `key`")
+
+    def decorator(handler: Handler) -> Handler:
+        _CONFIGS[config_cls.key] = config_cls
+        _HANDLERS[config_cls] = handler
+        if replay is not None:
+            _REPLAYS[config_cls.key] = replay
+        return handler
+
+    return decorator
+
+
+def config_class(key: str) -> type[StepConfig]:
+    """The config class for a recipe key, importing the built-in module that defines it if needed."""
+    if key not in _CONFIGS and key in BUILTIN_STEPS:
+        importlib.import_module(BUILTIN_STEPS[key])
+    if key not in _CONFIGS:
+        known = sorted(set(_CONFIGS) | set(BUILTIN_STEPS))
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"Unknown step {key!r}; {hint}known steps: {', '.join(known)}.")
+    return _CONFIGS[key]
+
+
+def handler_for(config: StepConfig) -> Handler:
+    config_class(config.key)
+    return _HANDLERS[type(config)]
+
+
+def replay(model: nn.Module, entry: dict) -> nn.Module:
+    """Re-apply one recorded structural step from a checkpoint history."""
+    config_class(entry["step"])
+    fn = _REPLAYS.get(entry["step"])
+    return model if fn is None else fn(model, entry)
+
+
+@dataclasses.dataclass
+class Recipe:
+    """An ordered list of step configs. Load with :meth:`load` (YAML or JSON)."""
+
+    steps: list[StepConfig]
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "recipe") -> "Recipe":
+        """Validate plain data; errors name ``steps[i].key.field`` before any work starts."""
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: expected a mapping with `version: 1` and `steps:`, got {type(data).__name__}.")
+        unknown = set(data) - {"version", "steps"}
+        if unknown:
+            raise UserError(f"{source}: unknown top-level key(s) {sorted(unknown)}; a recipe has only `version` and `steps`.")
+        if data.get("version", 1) != 1:
+            raise UserError(f"{source}: version {data.get('version')!r} is not supported; use `version: 1`.")
+        raw = data.get("steps")
+        if not isinstance(raw, list) or not raw:
+            raise UserError(f"{source}: `steps` must be a non-empty list of `- step_name: {{options}}` items.")
+        steps = []
+        for i, item in enumerate(raw):
+            if not isinstance(item, dict) or len(item) != 1:
+                raise UserError(f"{source}: steps[{i}] must be a single `step_name: {{options}}` mapping, got {item!r}.")
+            (key, options), = item.items()
+            try:
+                steps.append(config_class(str(key)).from_dict(dict(options or {})))
+            except ConfigError as exc:
+                raise UserError(f"{source}: steps[{i}].{key}.{exc.field}: {exc.message}") from exc
+            except UserError as exc:
+                raise UserError(f"{source}: steps[{i}]: {exc}") from exc
+        return cls(steps)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recipe":
+        """Read a YAML or JSON recipe file (never executed: plain data only)."""
+        import yaml
+
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise UserError(f"Cannot read recipe {path}: {exc.strerror}; check the --recipe path.") from exc
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise UserError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict:
+        return {"version": 1, "steps": [{s.key: s.to_dict()} for s in self.steps]}

@@ -1,0 +1,180 @@
+"""The one training loop (fine-tuning, distillation, QAT, search trials) and the ``fine_tune`` step.
+
+Runs on CPU or CUDA, shows a progress bar, is seedable, saves/resumes a training-state file, and runs
+under ``torchrun`` with DistributedDataParallel (gloo on CPU, NCCL on CUDA) without code changes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from torch import Tensor, nn
+
+from .data.task import Task, batches
+from .recipe import StepConfig, check, register
+
+LossFn = Callable[[nn.Module, tuple[Tensor, ...]], Tensor]
+
+
+@dataclasses.dataclass
+class FineTune(StepConfig):
+    """Train the model on the task's training split.
+
+    Args:
+        epochs: passes over the training data.
+        lr: peak learning rate.
+        batch_size: samples per step (per process under DDP).
+        optimizer: ``sgd`` (momentum 0.9, Nesterov) or ``adamw``.
+        weight_decay: L2 penalty (decoupled for AdamW).
+        label_smoothing: for classification tasks.
+        schedule: ``onecycle``, ``cosine`` or ``constant`` learning rate.
+        max_batches: stop each epoch after this many batches (quick runs); null = whole epoch.
+        seed: seeds shuffling, augmentation and initialisation of anything random.
+    """
+
+    key = "fine_tune"
+    epochs: int = 1
+    lr: float = 0.01
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    max_batches: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        check(0 < self.lr <= 10, "lr", f"must be in (0, 10], got {self.lr}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        check(self.max_batches is None or self.max_batches >= 1, "max_batches", "must be >= 1 or null")
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _optimizer(model: nn.Module, cfg: FineTune) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt, cfg: FineTune, steps: int):
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.25)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def classification_loss(label_smoothing: float = 0.0) -> LossFn:
+    """Cross-entropy on (inputs..., labels) batches."""
+    ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    return lambda model, batch: ce(model(*batch[:-1]), batch[-1])
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    cfg: FineTune,
+    *,
+    loss_fn: LossFn | None = None,
+    device: str | torch.device = "cpu",
+    state_file: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``model`` in place on ``task.train``; returns {"loss": [mean loss per epoch], "epochs"}.
+
+    Args:
+        loss_fn: ``loss_fn(model, batch)``; default cross-entropy with ``cfg.label_smoothing``.
+        device: where to train; the model is moved there and left there.
+        state_file: if given, the training state is saved there after every epoch and training
+            resumes from it when it exists (same cfg expected).
+        progress: show a progress bar (rank 0 only).
+    """
+    from tqdm.auto import tqdm
+
+    rank, world = _distributed()
+    device = torch.device(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.manual_seed(cfg.seed)
+    model.to(device).train()
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loss_fn = loss_fn or classification_loss(cfg.label_smoothing)
+    n = math.ceil(len(task.train[0]) / world / cfg.batch_size)
+    per_epoch = min(n, cfg.max_batches or n)
+    opt = _optimizer(model, cfg)
+    sched = _scheduler(opt, cfg, per_epoch * cfg.epochs)
+    history, start = {"loss": []}, 0
+    if state_file and Path(state_file).exists():
+        state = torch.load(state_file, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history, start = state["history"], state["epoch"]
+    train = tuple(t.to(device) for t in task.train)
+    for epoch in range(start, cfg.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        total, count = 0.0, 0
+        bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0, leave=False)
+        for i, batch in enumerate(batches(train, cfg.batch_size, shuffle=True, generator=gen, rank=rank, world_size=world)):
+            if i >= per_epoch:
+                break
+            if task.augment is not None:
+                batch = (task.augment(batch[0]), *batch[1:])
+            loss = loss_fn(net, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, count = total + loss.item(), count + 1
+            bar.set_postfix(loss=f"{total / count:.4f}")
+            bar.update()
+        bar.close()
+        history["loss"].append(total / max(count, 1))
+        if state_file and rank == 0:
+            torch.save(
+                {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "history": history, "epoch": epoch + 1},
+                state_file,
+            )
+    model.eval()
+    history["epochs"] = cfg.epochs
+    return history
+
+
+def cosine_to_teacher(teacher: nn.Module, n_inputs: int) -> LossFn:
+    """Loss for embedding tasks without labels: 1 - cosine(student(x), teacher(x))."""
+    def loss(model, batch):
+        with torch.no_grad():
+            target = teacher(*batch[:n_inputs])
+        return 1 - nn.functional.cosine_similarity(model(*batch[:n_inputs]), target, dim=-1).mean()
+
+    return loss
+
+
+@register(FineTune)
+def fine_tune(model: nn.Module, cfg: FineTune, ctx) -> nn.Module:
+    """Fine-tune on ctx.task; embedding tasks are tuned towards the teacher's embeddings."""
+    task = ctx.require_task("fine_tune")
+    loss_fn = None
+    if task.metric == "cosine":
+        loss_fn = cosine_to_teacher(ctx.teacher.to(ctx.device).eval(), task.n_inputs)
+    fit(model, task, cfg, loss_fn=loss_fn, device=ctx.device, progress=ctx.progress)
+    return model.to("cpu")
