@@ -48,6 +48,112 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return _shape(text)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _inputs(args, model, task):
+    """Batch-1 example inputs: --input-shape (random, seeded), else the data, else the zoo's shape."""
+    import torch
+
+    from .models.spec import default_input_shape
+
+    shape = args.input_shape or (None if task else default_input_shape(args.model))
+    if shape:
+        return (torch.randn(shape, generator=torch.Generator().manual_seed(0)),)
+    if task is not None:
+        return task.example_inputs(1)
+    raise UserError(f"Cannot tell what input {args.model} takes: pass --input-shape, e.g. --input-shape 1,3,224,224, or --data.")
+
+
+def _load(args):
+    """Model, Task (or None) and example inputs from the common CLI options, failing fast on bad input."""
+    import torch
+
+    from .data import load_data
+    from .models import load_model
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was given but no CUDA GPU is visible; use --device cpu.")
+    model = load_model(args.model)
+    task = None if args.data == "none" else load_data(args.data, data_dir=args.data_dir, model=model)
+    return model, task, _inputs(args, model, task)
+
+
+def _cmd_compress(args) -> int:
+    from .models import load_model
+    from .pipeline import compress
+    from .recipe import Recipe
+
+    recipe = Recipe.load(args.recipe)
+    model, task, inputs = _load(args)
+    teacher = load_model(args.teacher) if args.teacher else None
+    report = compress(model, recipe, data=task, out_dir=args.out, example_inputs=inputs, device=args.device,
+                      teacher=teacher, backends=args.backends, batch_sizes=args.batch, threads=args.threads,
+                      labels={"model": args.model, "data": args.data})
+    from .report import render_markdown
+
+    print(render_markdown(report))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from .measure import measure
+    from .pipeline import atomic_dir, environment
+
+    model, task, inputs = _load(args)
+    metrics = measure(model, inputs, backends=args.backends, batch_sizes=args.batch, data=task, reference=model,
+                      threads=args.threads, device=args.device, repeats=args.repeats)
+    result = {"model": args.model, "data": args.data, "device": args.device, "environment": environment(), **metrics}
+    if args.out:
+        with atomic_dir(args.out) as tmp:
+            (tmp / "bench.json").write_text(json.dumps(result, indent=2))
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        from .report.table import human_bytes, human_count
+
+        print(f"{args.model}: {human_count(metrics['params'])} params ({human_count(metrics['nonzero_params'])} non-zero), "
+              f"{human_count(metrics['macs'])} MACs, {human_bytes(metrics['size_bytes'])} "
+              f"({human_bytes(metrics['compressed_size_bytes'])} zlib), peak memory {human_bytes(metrics['peak_memory_bytes'])}")
+        if metrics["metric"]:
+            print(f"{metrics['metric']['name']}: {metrics['metric']['value']:.4f}")
+        for key, lat in metrics["latency_ms"].items():
+            print(f"  {key:<24} {lat['median']:10.3f} ms  (IQR {lat['iqr']:.3f})")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .report import read_report, render_markdown, write_reports
+
+    reports = [read_report(d) for d in args.run_dirs]
+    for directory, report in zip(args.run_dirs, reports):
+        write_reports(report, directory)
+        print(render_markdown(report))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from importlib.resources import files
+
+    args.model, args.recipe, args.teacher, args.input_shape = "zoo:fashion-cnn", str(files("slimkit") / "recipes" / "demo.yaml"), None, None
+    return _cmd_compress(args)
+
+
+def _common(p, data_default: str | None = "none") -> None:
+    p.add_argument("--data", default=data_default, help="fashion-mnist, digits, text, none, or package.module:callable")
+    p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (default: Debian's location)")
+    p.add_argument("--input-shape", type=_shape, help="batch-1 input shape for random inputs, e.g. 1,3,224,224")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--backends", type=_names, default=("eager", "onnxruntime"), help="comma list of eager,compile,onnxruntime")
+    p.add_argument("--batch", type=_ints, default=(1, 64), help="comma list of batch sizes for latency")
+    p.add_argument("--threads", type=int, help="intra-op threads for latency (default: all cores)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slimkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +172,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="save the training state to OUT.state.pt each epoch and resume from it")
     p.add_argument("--out", required=True)
     p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser("compress", help="run a recipe, measure after every step, write a report")
+    p.add_argument("--model", required=True, help="SPEC")
+    p.add_argument("--recipe", required=True, help="YAML or JSON recipe file")
+    p.add_argument("--teacher", help="SPEC of a fixed teacher (default: the model before each step)")
+    p.add_argument("--out", required=True)
+    _common(p)
+    p.set_defaults(run=_cmd_compress)
+
+    p = sub.add_parser("bench", help="measure a model: params, MACs, size, memory, latency per backend")
+    p.add_argument("--model", required=True, help="SPEC")
+    p.add_argument("--repeats", type=int, default=30, help="timed samples per latency number")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--out", help="folder to write bench.json into")
+    _common(p)
+    p.set_defaults(run=_cmd_bench)
+
+    p = sub.add_parser("report", help="re-render report.md/html of run directories and print them")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.set_defaults(run=_cmd_report)
+
+    p = sub.add_parser("demo", help="compress the shipped Fashion-MNIST baseline with the demo recipe")
+    p.add_argument("--out", default="runs/demo")
+    _common(p, data_default="fashion-mnist")
+    p.set_defaults(run=_cmd_demo)
     return parser
 
 

@@ -2,10 +2,27 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import os
+import platform
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
+
+import torch
+from torch import nn
+
+from . import __version__
+from .data.task import Task
+from .errors import UserError
+from .measure import default_threads, measure
+from .measure.latency import batch_of
+from .models.checkpoint import origin, save_checkpoint, set_origin
+from .recipe import Recipe, StepConfig, handler_for
 
 
 @contextlib.contextmanager
@@ -22,3 +39,144 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
+
+
+@dataclasses.dataclass
+class Context:
+    """What a step handler may use besides the model and its config."""
+
+    example_inputs: tuple
+    task: Task | None
+    teacher: nn.Module | None
+    reference: nn.Module
+    device: str = "cpu"
+    threads: int = 1
+    out_dir: Path = Path(".")
+    progress: bool = True
+    artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    replay: dict | None = None
+
+    def require_task(self, step: str) -> Task:
+        if self.task is None:
+            raise UserError(f"Step {step!r} needs training data; pass --data (e.g. fashion-mnist).")
+        return self.task
+
+    def batch(self, batch_size: int) -> tuple:
+        """The example inputs repeated to ``batch_size`` rows."""
+        return batch_of(self.example_inputs, batch_size)
+
+    def record(self, replay: dict) -> None:
+        """Structural steps call this with what a checkpoint needs to rebuild the new shapes."""
+        self.replay = replay
+
+
+def _run_step(model: nn.Module, config: StepConfig, ctx: Context, fixed_teacher: nn.Module | None):
+    ctx.teacher = fixed_teacher if fixed_teacher is not None else copy.deepcopy(model)
+    ctx.replay = None
+    return handler_for(config)(model, config, ctx)
+
+
+def apply(model: nn.Module, config: StepConfig, *, example_inputs: tuple | None = None, data: Task | None = None,
+          teacher: nn.Module | None = None, device: str = "cpu", out_dir: str | Path | None = None) -> nn.Module:
+    """Apply one step config to ``model`` and return the result (the input may be modified in place)."""
+    if example_inputs is None and data is None:
+        raise UserError("apply() needs example_inputs or data.")
+    ctx = Context(example_inputs or data.example_inputs(1), data, None, model, device, default_threads(),
+                  Path(out_dir or tempfile.mkdtemp(prefix="slimkit-")), progress=False)
+    before = origin(model)
+    model = _run_step(model, config, ctx, teacher)
+    history = before["history"] + ([_entry(config, ctx)] if ctx.replay else [])
+    return set_origin(model, before["base"], history)
+
+
+def _entry(config: StepConfig, ctx: Context) -> dict:
+    return {"step": config.key, "config": config.to_dict(), "replay": ctx.replay}
+
+
+def compress(
+    model: nn.Module,
+    recipe: Recipe,
+    *,
+    data: Task | None = None,
+    out_dir: str | Path,
+    example_inputs: tuple | None = None,
+    device: str = "cpu",
+    teacher: nn.Module | None = None,
+    backends: tuple[str, ...] = ("eager", "onnxruntime"),
+    batch_sizes: tuple[int, ...] = (1, 64),
+    threads: int | None = None,
+    progress: bool = True,
+    labels: dict | None = None,
+) -> dict:
+    """Run every step of ``recipe``, measuring after each, and write the run directory.
+
+    ``out_dir`` receives checkpoint/ (safetensors + history.json), model.onnx when exported, and
+    report.json/.md/.html. It is written to a temporary sibling first and only appears complete.
+    Returns the report dict (schema in DESIGN.md).
+    """
+    from .report import write_reports
+
+    if example_inputs is None:
+        if data is None:
+            raise UserError("compress() needs example_inputs (CLI: --input-shape) or data (--data).")
+        example_inputs = data.example_inputs(1)
+    for i, step in enumerate(recipe.steps):
+        if step.needs_data and data is None:
+            raise UserError(f"steps[{i}].{step.key} needs training data; pass --data (e.g. fashion-mnist).")
+    threads = threads or default_threads()
+    base, history = origin(model)["base"], list(origin(model)["history"])
+    reference = copy.deepcopy(model).eval()
+    say = _printer(progress)
+
+    def measured(m: nn.Module) -> dict:
+        return measure(m, example_inputs, backends=backends, batch_sizes=batch_sizes, data=data,
+                       reference=reference, threads=threads, device=device)
+
+    with atomic_dir(out_dir) as tmp:
+        ctx = Context(example_inputs, data, None, reference, device, threads, tmp, progress)
+        say(f"measuring the baseline ({', '.join(backends) or 'no latency'})")
+        report = {
+            "slimkit_version": __version__,
+            "model": (labels or {}).get("model", base),
+            "data": (labels or {}).get("data", data.name if data else "none"),
+            "device": device,
+            "threads": threads,
+            "environment": environment(),
+            "recipe": recipe.to_dict(),
+            "baseline": measured(model),
+            "steps": [],
+        }
+        for i, step in enumerate(recipe.steps):
+            say(f"step {i + 1}/{len(recipe.steps)}: {step.key}")
+            start = time.perf_counter()
+            model = _run_step(model, step, ctx, teacher)
+            seconds = time.perf_counter() - start
+            if ctx.replay:
+                history.append(_entry(step, ctx))
+            set_origin(model, base, history)
+            report["steps"].append({"name": step.key, "config": step.to_dict(), "seconds": round(seconds, 3),
+                                    "metrics": measured(model)})
+        report["final"] = report["steps"][-1]["metrics"] if report["steps"] else report["baseline"]
+        save_checkpoint(model, tmp / "checkpoint")
+        report["artifacts"] = {"checkpoint": "checkpoint", **ctx.artifacts}
+        report["notes"] = ctx.notes
+        write_reports(report, tmp)
+    say(f"wrote {out_dir}/report.json, report.md, report.html")
+    return report
+
+
+def _printer(enabled: bool):
+    return (lambda msg: print(f"[slimkit] {msg}", file=sys.stderr, flush=True)) if enabled else (lambda msg: None)
+
+
+def environment() -> dict:
+    """Versions and machine facts that numbers depend on."""
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }

@@ -50,6 +50,7 @@ class StepConfig:
     """Base of every step config. Subclasses are dataclasses with a ``key`` class variable."""
 
     key: ClassVar[str] = ""
+    needs_data: ClassVar[bool] = False  # True for steps that train or calibrate on ctx.task
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "StepConfig":

@@ -37,6 +37,7 @@ class FineTune(StepConfig):
     """
 
     key = "fine_tune"
+    needs_data = True
     epochs: int = 1
     lr: float = 0.01
     batch_size: int = 128

@@ -61,7 +61,7 @@ def flip_and_shift(x: Tensor, pad: int = 2) -> Tensor:
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
     batch = torch.arange(n, device=x.device)[:, None, None, None]
-    return padded[batch, 0:1, rows, cols]
+    return padded[batch, 0, rows, cols]
 
 
 def load(data_dir: str | os.PathLike | None = None) -> Task:

@@ -1,0 +1,40 @@
+"""slimkit: make trained PyTorch models smaller and faster, and prove it with measured numbers.
+
+Public API::
+
+    import slimkit as sk
+    model = sk.load_model("zoo:fashion-cnn")
+    task = sk.load_data("fashion-mnist")
+    report = sk.compress(model, sk.Recipe.load("recipe.yaml"), data=task, out_dir="runs/a")
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .compile.onnx import Export
+from .data import Task, load_data
+from .errors import UserError
+from .measure import measure
+from .models import load_model, save_checkpoint
+from .pipeline import Context, apply, compress
+from .recipe import Recipe, StepConfig, register
+from .train import FineTune, fit
+
+__all__ = [
+    "Context",
+    "Export",
+    "FineTune",
+    "Recipe",
+    "StepConfig",
+    "Task",
+    "UserError",
+    "apply",
+    "compress",
+    "fit",
+    "load_data",
+    "load_model",
+    "measure",
+    "register",
+    "save_checkpoint",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""Export and runtimes: ONNX export verified in onnxruntime."""

@@ -1,0 +1,74 @@
+"""Measurement: parameters, MACs, artifact size, peak memory, latency per backend, task metric."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from ..data.task import Task
+from ..errors import UserError
+from .counts import count_macs, count_params
+from .latency import BACKENDS, batch_of, measure_latency
+from .memory import peak_memory
+from .metric import evaluate
+from .size import artifact_size
+
+__all__ = ["measure", "default_threads", "BACKENDS"]
+
+
+def default_threads() -> int:
+    """Threads used for latency: SLIMKIT_THREADS, else every core this process may use."""
+    env = os.environ.get("SLIMKIT_THREADS")
+    return int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def measure(
+    model: nn.Module,
+    example_inputs: tuple | None = None,
+    *,
+    backends: tuple[str, ...] = ("eager",),
+    batch_sizes: tuple[int, ...] = (1, 64),
+    data: Task | None = None,
+    reference: nn.Module | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+    artifact: str | None = None,
+    repeats: int = 30,
+) -> dict:
+    """Measure a model; returns the METRICS dict of DESIGN.md's report.json.
+
+    Args:
+        example_inputs: batch-1 inputs (taken from ``data`` when omitted).
+        backends: any of ``eager``, ``compile``, ``onnxruntime``; empty = no latency.
+        batch_sizes: batch sizes for latency.
+        data: a Task to score the model on (top-1 or cosine); None = no metric.
+        reference: the uncompressed model, needed for cosine metrics.
+        threads: intra-op threads for latency (default: :func:`default_threads`).
+        artifact: size this file (e.g. model.onnx) instead of the safetensors weights.
+    """
+    if example_inputs is None:
+        if data is None:
+            raise UserError("measure() needs example_inputs or data to build inputs from.")
+        example_inputs = data.example_inputs(1)
+    threads = threads or default_threads()
+    model = model.eval().cpu()
+    params, nonzero = count_params(model)
+    macs, per_layer = count_macs(model, example_inputs)
+    size, compressed = artifact_size(model, artifact)
+    on_device = model.to(device)
+    peak = peak_memory(on_device, tuple(t.to(device) for t in batch_of(example_inputs, max(batch_sizes))))
+    latency = measure_latency(on_device, example_inputs, backends, batch_sizes, threads, device, repeats) if backends else {}
+    metric = evaluate(on_device, data, reference, device) if data is not None else None
+    model.cpu()
+    return {
+        "params": params,
+        "nonzero_params": nonzero,
+        "macs": macs,
+        "macs_per_layer": per_layer,
+        "size_bytes": size,
+        "compressed_size_bytes": compressed,
+        "peak_memory_bytes": peak,
+        "latency_ms": latency,
+        "metric": metric,
+    }

@@ -1,0 +1,112 @@
+"""Latency with warm-up and repeats, reported as median and interquartile range, per backend.
+
+Backends: ``eager`` (PyTorch), ``compile`` (torch.compile, inductor) and ``onnxruntime``
+(CPUExecutionProvider, or CUDA when the model is on a GPU and the provider exists).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+BACKENDS = ("eager", "compile", "onnxruntime")
+Runner = Callable[[], object]
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """Pin PyTorch's intra-op thread count for the duration of a measurement."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_runner(fn: Runner, sync: Callable[[], None] = lambda: None, warmup: int = 5, repeats: int = 30,
+                min_sample_ms: float = 20.0) -> dict:
+    """Median and IQR in milliseconds of ``fn``; fast calls are looped so each sample lasts >= min_sample_ms."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    inner = max(1, math.ceil(min_sample_ms / 1000 / max(time.perf_counter() - start, 1e-7)))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        sync()
+        samples.append((time.perf_counter() - start) / inner * 1000)
+    q1, median, q3 = np.percentile(samples, [25, 50, 75])
+    return {"median": float(median), "iqr": float(q3 - q1)}
+
+
+def batch_of(inputs: tuple, batch_size: int) -> tuple:
+    """Repeat batch-1 (or any) example inputs to ``batch_size`` rows."""
+    out = []
+    for t in inputs:
+        reps = math.ceil(batch_size / t.shape[0])
+        out.append(t.repeat(reps, *[1] * (t.dim() - 1))[:batch_size].contiguous())
+    return tuple(out)
+
+
+class _Backends:
+    """Builds one runner per (backend, batch size), exporting/compiling once per model."""
+
+    def __init__(self, model: nn.Module, example_inputs: tuple, device: str, threads: int, workdir: Path):
+        self.model, self.example, self.device, self.threads, self.workdir = model.eval(), example_inputs, device, threads, workdir
+        self._compiled = self._session = None
+
+    def sync(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def runner(self, backend: str, inputs: tuple) -> Runner:
+        if backend == "onnxruntime":
+            from ..compile.onnx import run_session, session, export_onnx
+
+            if self._session is None:
+                path = export_onnx(self.model, self.example, self.workdir / "latency.onnx")
+                self._session = session(path, self.threads, self.device)
+            return lambda: run_session(self._session, inputs)
+        model = self.model
+        if backend == "compile":
+            if self._compiled is None:
+                self._compiled = torch.compile(self.model, dynamic=False)
+            model = self._compiled
+        inputs = tuple(t.to(self.device) for t in inputs)
+
+        def run():
+            with torch.inference_mode():
+                return model(*inputs)
+
+        return run
+
+
+def measure_latency(model: nn.Module, example_inputs: tuple, backends=("eager",), batch_sizes=(1, 64),
+                    threads: int = 1, device: str = "cpu", repeats: int = 30, warmup: int = 5) -> dict:
+    """{"<backend>/bs<N>": {"median", "iqr"}} in milliseconds."""
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise UserError(f"Unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}.")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp, fixed_threads(threads):
+        be = _Backends(model.to(device), example_inputs, device, threads, Path(tmp))
+        for backend in backends:
+            for bs in batch_sizes:
+                run = be.runner(backend, batch_of(example_inputs, bs))
+                results[f"{backend}/bs{bs}"] = time_runner(run, be.sync, warmup, repeats)
+    return results

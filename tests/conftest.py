@@ -1,0 +1,25 @@
+import os
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    """The real Fashion-MNIST test split (installed by ./dev via Debian's dataset-fashion-mnist)."""
+    from slimkit.data import load_data
+
+    return load_data("fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from slimkit.data import load_data
+
+    return load_data("digits")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
