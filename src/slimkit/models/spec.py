@@ -49,7 +49,11 @@ def _build_base(spec: str) -> nn.Module:
 
         return hf.load(spec[3:])
     if ":" in spec and not Path(spec).exists():
-        model = import_callable(spec)()
+        fn = import_callable(spec)
+        try:
+            model = fn()
+        except TypeError as exc:
+            raise UserError(f"Calling {spec}() with no arguments failed ({exc}); point the SPEC at a function that builds the model.") from exc
         if not isinstance(model, nn.Module):
             raise UserError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module.")
         return model

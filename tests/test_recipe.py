@@ -1,0 +1,103 @@
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import slimkit as sk
+from slimkit.errors import UserError
+from slimkit.recipe import Recipe, StepConfig, check, register
+
+
+def test_yaml_and_json_round_trip(tmp_path):
+    yaml_file = tmp_path / "r.yaml"
+    yaml_file.write_text("version: 1\nsteps:\n  - fine_tune: {epochs: 2, lr: 0.01}\n  - export: {format: onnx}\n")
+    recipe = Recipe.load(yaml_file)
+    assert [s.key for s in recipe.steps] == ["fine_tune", "export"]
+    assert recipe.steps[0].epochs == 2 and isinstance(recipe.steps[0].lr, float)
+    json_file = tmp_path / "r.json"
+    json_file.write_text(json.dumps(recipe.to_dict()))
+    assert Recipe.load(json_file).to_dict() == recipe.to_dict()
+
+
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        ([{"fine_tunee": {}}], r"steps\[0\].*Unknown step 'fine_tunee'; did you mean 'fine_tune'"),
+        ([{"export": {}}, {"fine_tune": {"epochz": 1}}], r"steps\[1\]\.fine_tune\.epochz: unknown field; did you mean 'epochs'"),
+        ([{"fine_tune": {"lr": "fast"}}], r"steps\[0\]\.fine_tune\.lr: expected float, got 'fast'"),
+        ([{"fine_tune": {"epochs": 0}}], r"steps\[0\]\.fine_tune\.epochs: must be >= 1"),
+        ([{"fine_tune": {"epochs": True}}], r"steps\[0\]\.fine_tune\.epochs: expected int"),
+        ([{"export": {"format": "tflite"}}], r"steps\[0\]\.export\.format: must be one of 'onnx'"),
+        ([{"export": {}, "fine_tune": {}}], r"steps\[0\] must be a single"),
+        ([], r"non-empty list"),
+    ],
+)
+def test_invalid_recipes_name_the_step_and_field(steps, message):
+    with pytest.raises(UserError, match=message):
+        Recipe.from_dict({"version": 1, "steps": steps})
+
+
+def test_wrong_version_and_top_level_key():
+    with pytest.raises(UserError, match="version: 1"):
+        Recipe.from_dict({"version": 2, "steps": [{"export": {}}]})
+    with pytest.raises(UserError, match="unknown top-level"):
+        Recipe.from_dict({"version": 1, "steps": [{"export": {}}], "stpes": []})
+
+
+def test_malformed_yaml_is_a_user_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: [export: {format: onnx\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        Recipe.load(bad)
+
+
+@dataclasses.dataclass
+class HalveHidden(StepConfig):
+    """A test-only structural step: replaces the first Linear with a narrower one."""
+
+    key = "halve_hidden"
+    keep: int = 4
+
+    def __post_init__(self):
+        check(self.keep >= 1, "keep", "must be >= 1")
+
+
+def _narrow(model: nn.Sequential, keep: int) -> nn.Sequential:
+    first, last = model[0], model[2]
+    model[0] = nn.Linear(first.in_features, keep)
+    model[2] = nn.Linear(keep, last.out_features)
+    return model
+
+
+@register(HalveHidden, replay=lambda model, entry: _narrow(model, entry["replay"]["keep"]))
+def _halve_hidden(model, cfg, ctx):
+    old0, old2 = model[0], model[2]
+    _narrow(model, cfg.keep)
+    with torch.no_grad():
+        model[0].weight.copy_(old0.weight[: cfg.keep])
+        model[0].bias.copy_(old0.bias[: cfg.keep])
+        model[2].weight.copy_(old2.weight[:, : cfg.keep])
+        model[2].bias.copy_(old2.bias)
+    ctx.record({"keep": cfg.keep})
+    return model
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def test_registry_is_open_and_structural_steps_replay_from_checkpoints(tmp_path):
+    model = sk.load_model("tests.test_recipe:mlp")
+    recipe = Recipe.from_dict({"steps": [{"halve_hidden": {"keep": 5}}]})
+    x = torch.randn(4, 6)
+    small = sk.apply(model, recipe.steps[0], example_inputs=(x[:1],))
+    assert small[0].out_features == 5
+    sk.save_checkpoint(small, tmp_path / "ck")
+    history = json.loads((tmp_path / "ck" / "history.json").read_text())
+    assert history["base"] == "tests.test_recipe:mlp"
+    assert history["history"] == [{"step": "halve_hidden", "config": {"keep": 5}, "replay": {"keep": 5}}]
+    reloaded = sk.load_model(str(tmp_path / "ck"))
+    assert reloaded[0].out_features == 5
+    torch.testing.assert_close(reloaded(x), small(x), rtol=0, atol=0)
