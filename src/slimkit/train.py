@@ -57,12 +57,11 @@ class FineTune(StepConfig):
         check(self.max_batches is None or self.max_batches >= 1, "max_batches", "must be >= 1 or null")
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when launched by torchrun."""
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); initialises the process group (NCCL for CUDA, else gloo) under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -108,8 +107,8 @@ def fit(
     """
     from tqdm.auto import tqdm
 
-    rank, world = _distributed()
     device = torch.device(device)
+    rank, world = _distributed(device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     torch.manual_seed(cfg.seed)

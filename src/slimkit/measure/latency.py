@@ -109,4 +109,6 @@ def measure_latency(model: nn.Module, example_inputs: tuple, backends=("eager",)
             for bs in batch_sizes:
                 run = be.runner(backend, batch_of(example_inputs, bs))
                 results[f"{backend}/bs{bs}"] = time_runner(run, be.sync, warmup, repeats)
+                if backend == "onnxruntime":  # say where it ran: CUDA is used only when present
+                    results[f"{backend}/bs{bs}"]["provider"] = be._session.get_providers()[0]
     return results

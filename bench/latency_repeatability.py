@@ -1,0 +1,58 @@
+"""Does a latency number repeat? Measure the same model twice in one run and compare medians with the IQR.
+
+    python bench/latency_repeatability.py            # zoo:fashion-cnn, eager + onnxruntime, batch 1 and 64
+    python bench/latency_repeatability.py --smoke    # seconds; used by the test suite
+
+Writes bench/results/latency_repeatability.json (or --out). A pair "agrees" when the two medians differ by no
+more than the larger of the two interquartile ranges.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import slimkit as sk
+from slimkit.measure import default_threads
+from slimkit.measure.latency import measure_latency
+from slimkit.models.spec import default_input_shape
+from slimkit.pipeline import environment
+
+
+def run(model_spec: str, backends: tuple[str, ...], batch_sizes: tuple[int, ...], repeats: int) -> dict:
+    model = sk.load_model(model_spec)
+    inputs = (torch.randn(default_input_shape(model_spec)),)
+    threads = default_threads()
+    first = measure_latency(model, inputs, backends, batch_sizes, threads, repeats=repeats)
+    second = measure_latency(model, inputs, backends, batch_sizes, threads, repeats=repeats)
+    rows = {}
+    for key in first:
+        a, b = first[key], second[key]
+        diff = abs(a["median"] - b["median"])
+        rows[key] = {"first": a, "second": b, "difference_ms": diff, "agrees": diff <= max(a["iqr"], b["iqr"])}
+    return {"model": model_spec, "threads": threads, "repeats": repeats, "environment": environment(), "results": rows,
+            "all_agree": all(r["agrees"] for r in rows.values())}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="zoo:fashion-cnn")
+    parser.add_argument("--smoke", action="store_true", help="eager only, batch 1, 5 repeats")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "latency_repeatability.json"))
+    args = parser.parse_args(argv)
+    if args.smoke:
+        result = run(args.model, ("eager",), (1,), 5)
+    else:
+        result = run(args.model, ("eager", "onnxruntime"), (1, 64), 30)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    for key, row in result["results"].items():
+        print(f"{key:<20} {row['first']['median']:8.3f} vs {row['second']['median']:8.3f} ms "
+              f"(IQR {row['first']['iqr']:.3f} / {row['second']['iqr']:.3f}) {'agrees' if row['agrees'] else 'DIFFERS'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
