@@ -1,0 +1,120 @@
+"""MagnitudePrune, importance criteria and NMSparsity."""
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+import slimkit
+from slimkit.data.task import Task
+from slimkit.errors import UserError
+from slimkit.measure.metric import evaluate
+from slimkit.prune import MagnitudePrune, NMSparsity, Snip, Taylor, criterion, ranked_masks
+from slimkit.prune.unstructured import schedule
+from slimkit.train import FineTune, fit
+from test_prune_zoo import one_thread  # noqa: F401  (autouse)
+
+
+def two_layers() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    with torch.no_grad():
+        model[0].weight.mul_(10)  # the first layer's weights are ten times larger
+    return model
+
+
+def zeros(t: torch.Tensor) -> float:
+    return float((t == 0).float().mean())
+
+
+def test_global_scope_prunes_the_small_weights_wherever_they_are():
+    model = slimkit.apply(two_layers(), MagnitudePrune(sparsity=0.25), example_inputs=(torch.randn(1, 16),))
+    first, second = model[0].weight, model[2].weight
+    assert int((first == 0).sum() + (second == 0).sum()) == round(0.25 * (512 + 128))
+    assert zeros(second) > 0.9 and zeros(first) < 0.1
+
+
+def test_layer_scope_gives_every_layer_the_same_sparsity():
+    model = slimkit.apply(two_layers(), MagnitudePrune(sparsity=0.75, scope="layer", importance="l2"),
+                          example_inputs=(torch.randn(1, 16),))
+    assert zeros(model[0].weight) == 0.75 and zeros(model[2].weight) == 0.75
+
+
+def test_masks_are_made_permanent_as_plain_tensors():
+    model = slimkit.apply(two_layers(), MagnitudePrune(sparsity=0.5), example_inputs=(torch.randn(1, 16),))
+    assert not parametrize.is_parametrized(model[0])
+    assert set(model.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+def test_ignored_layers_stay_dense():
+    model = slimkit.apply(two_layers(), MagnitudePrune(sparsity=0.5, ignore=("2",)), example_inputs=(torch.randn(1, 16),))
+    assert zeros(model[2].weight) == 0 and zeros(model[0].weight) == 0.5
+
+
+def test_cubic_schedule_reaches_the_target():
+    assert schedule(0.9, 3) == pytest.approx([0.9 * (1 - (2 / 3) ** 3), 0.9 * (1 - (1 / 3) ** 3), 0.9])
+
+
+def test_iterative_pruning_keeps_masks_through_fine_tuning(digits):
+    model = slimkit.load_model("zoo:digits-cnn")
+    fit(model, digits, FineTune(epochs=6, lr=0.1, batch_size=64), progress=False)
+    cfg = MagnitudePrune(sparsity=0.8, steps=2, epochs=2, lr=0.05)
+    assert cfg.needs_data
+    pruned = slimkit.apply(model, cfg, data=digits)
+    convs = [m.weight for m in pruned.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    total = sum(w.numel() for w in convs)
+    assert sum(int((w == 0).sum()) for w in convs) == pytest.approx(0.8 * total, abs=1)
+    assert evaluate(pruned, digits)["value"] > 0.85
+
+
+def test_fine_tuning_steps_need_data():
+    with pytest.raises(UserError, match="needs training data"):
+        slimkit.apply(two_layers(), MagnitudePrune(epochs=1), example_inputs=(torch.randn(1, 16),))
+    with pytest.raises(ValueError, match="epochs"):
+        MagnitudePrune(steps=3)
+    with pytest.raises(ValueError, match="sparsity"):
+        MagnitudePrune(sparsity=1.0)
+
+
+def linear_task() -> tuple[nn.Module, Task]:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
+    return nn.Sequential(nn.Linear(5, 3, bias=False)), Task("toy", (x, y), (x, y))
+
+
+def test_taylor_is_weight_times_mean_gradient():
+    model, task = linear_task()
+    layers = {"0": model[0]}
+    scores = Taylor(batches=2, batch_size=32).score(model, layers, task)["0"]
+    loss = sum(nn.functional.cross_entropy(model(task.train[0][i:i + 32]), task.train[1][i:i + 32]) for i in (0, 32)) / 2
+    (grad,) = torch.autograd.grad(loss, [model[0].weight])
+    torch.testing.assert_close(scores, (model[0].weight * grad).abs().detach())
+
+
+def test_snip_scores_sum_to_one_and_random_is_seeded():
+    model, task = linear_task()
+    layers = {"0": model[0]}
+    assert float(Snip().score(model, layers, task)["0"].sum()) == pytest.approx(1.0)
+    a, b = (criterion("random").score(model, layers)["0"] for _ in range(2))
+    assert torch.equal(a, b)
+
+
+def test_ranked_masks_count_exactly():
+    scores = {"a": torch.arange(10.0), "b": torch.arange(10.0) + 5}
+    masks = ranked_masks(scores, 0.3, "global")
+    assert masks["a"].tolist() == [False] * 6 + [True] * 4 and masks["b"].all()
+    assert [int((~m).sum()) for m in ranked_masks(scores, 0.3, "layer").values()] == [3, 3]
+
+
+def test_two_four_sparsity_keeps_the_two_largest_of_every_four():
+    model = nn.Sequential(nn.Linear(8, 4), nn.Conv2d(4, 2, 1), nn.Linear(6, 2))
+    before = model[0].weight.detach().clone()
+    with pytest.warns(UserWarning, match="skipped 2: its rows of 6 weights"):
+        ctx_model = slimkit.apply(model, NMSparsity(), example_inputs=(torch.randn(1, 8),))
+    groups = ctx_model[0].weight.detach().view(-1, 4)
+    assert ((groups != 0).sum(1) == 2).all()
+    expected = before.view(-1, 4).abs().topk(2, dim=1).values.sort(1).values
+    torch.testing.assert_close(groups.abs().sort(1).values[:, 2:], expected)
+    assert ((ctx_model[1].weight.view(-1, 4) != 0).sum(1) == 2).all()
+    assert (ctx_model[2].weight != 0).all()
+    with pytest.raises(ValueError, match="n"):
+        NMSparsity(n=4, m=4)
