@@ -1,0 +1,17 @@
+"""Quantization: observers, integer weight storage, static/dynamic INT8, low-bit weights, FP16/BF16.
+
+Importing this package registers the ``quantize`` recipe step (:class:`Quantize`).
+"""
+from .config import Quantize
+from .convert import Plan, quantize_model, quantized_layers
+from .modules import QuantConv2d, QuantEmbedding, QuantLinear, QuantModule, WeightFormat
+from .observers import (EntropyObserver, MinMaxObserver, MovingAverageMinMaxObserver, MSEObserver, Observer,
+                        PercentileObserver, make_observer)
+from .ops import dequantize, fake_quantize, qparams, qrange, quantize, sqnr
+
+__all__ = [
+    "EntropyObserver", "MSEObserver", "MinMaxObserver", "MovingAverageMinMaxObserver", "Observer",
+    "PercentileObserver", "Plan", "QuantConv2d", "QuantEmbedding", "QuantLinear", "QuantModule", "Quantize",
+    "WeightFormat", "dequantize", "fake_quantize", "make_observer", "qparams", "qrange", "quantize",
+    "quantize_model", "quantized_layers", "sqnr",
+]
