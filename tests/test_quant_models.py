@@ -136,3 +136,24 @@ def test_layers_without_kernel_stay_float_and_are_listed():
     assert isinstance(model[0], nn.Conv1d) and isinstance(model[2], q.QuantLinear)
     assert "no quantized kernel for Conv1d" in plan.skipped["0"]
     assert any("0 stays float" in line for line in plan.notes())
+
+
+def test_dynamic_int8_onnx_for_linear_models(tmp_path):
+    import onnxruntime as ort
+    from slimkit.compile.onnx import export_onnx
+    from slimkit.quantize.export import export_dynamic_int8
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(2000, 128), nn.Linear(128, 512), nn.GELU(), nn.Linear(512, 128)).eval()
+    ids = torch.randint(0, 2000, (8, 32))
+    with torch.inference_mode():
+        expected = model(ids)
+    float_size = export_onnx(model, (ids[:1],), tmp_path / "float.onnx").stat().st_size
+    quant = slimkit.apply(model, q.Quantize(activations="dynamic"), example_inputs=(ids[:1],))
+    path = export_dynamic_int8(quant, (ids[:1],), tmp_path / "dyn.onnx")
+    assert path.stat().st_size < 0.3 * float_size
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: ids.numpy()})[0])
+    assert torch.nn.functional.cosine_similarity(got, expected, dim=-1).mean() > 0.995

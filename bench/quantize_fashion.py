@@ -1,0 +1,71 @@
+"""Post-training quantization of the shipped Fashion-MNIST baseline: accuracy, size and latency per backend.
+
+    python bench/quantize_fashion.py            # full: W8A8 per-channel PTQ and W4 weight-only, full test set
+    python bench/quantize_fashion.py --smoke    # seconds: a small subset, one config, batch 1
+
+Writes bench/results/quantize_fashion[_smoke].json and prints one summary line per config.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import slimkit
+from slimkit.pipeline import environment
+from slimkit.quantize import Quantize
+
+BACKENDS = ("eager", "onnxruntime")
+
+
+def configs(smoke: bool) -> dict[str, Quantize]:
+    batches = 2 if smoke else 32
+    runs = {"w8a8_per_channel": Quantize(weights="int8", activations="int8", calibration_batches=batches)}
+    if not smoke:
+        runs["w8a8_per_channel_mse"] = Quantize(weights="int8", activations="int8", observer="mse", calibration_batches=batches)
+        runs["w4_group32_weight_only"] = Quantize(weights="int4", activations="none", group_size=32, weight_observer="mse")
+    return runs
+
+
+def summarize(baseline: dict, quantized: dict) -> dict:
+    """Size ratio, latency ratio per backend (quantized / FP32; < 1 is faster) and top-1 delta in points."""
+    latency = {key: quantized["latency_ms"][key]["median"] / value["median"] for key, value in baseline["latency_ms"].items()}
+    return {
+        "size_ratio": quantized["size_bytes"] / baseline["size_bytes"],
+        "latency_ratio": latency,
+        "faster_than_fp32": {key: ratio < 1 for key, ratio in latency.items()},
+        "top1_delta_points": 100 * (quantized["metric"]["value"] - baseline["metric"]["value"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny subset and few repeats (CI)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    task = slimkit.load_data("fashion-mnist")
+    if args.smoke:
+        task = task.subset(train=256, test=256)
+    options = dict(backends=BACKENDS, batch_sizes=(1,) if args.smoke else (1, 64), data=task,
+                   repeats=3 if args.smoke else 30)
+    baseline = slimkit.measure(slimkit.load_model("zoo:fashion-cnn"), **options)
+    results = {"benchmark": "quantize_fashion", "smoke": args.smoke, "environment": environment(),
+               "baseline": baseline, "runs": {}}
+    for name, cfg in configs(args.smoke).items():
+        start = time.perf_counter()
+        model = slimkit.apply(slimkit.load_model("zoo:fashion-cnn"), cfg, data=task)
+        seconds = time.perf_counter() - start
+        metrics = slimkit.measure(model, **options)
+        summary = summarize(baseline, metrics)
+        results["runs"][name] = {"config": cfg.to_dict(), "quantize_seconds": seconds, "metrics": metrics, "summary": summary}
+        latency = ", ".join(f"{k} x{v:.2f}" for k, v in summary["latency_ratio"].items())
+        print(f"{name}: size x{summary['size_ratio']:.3f}, latency {latency}, top-1 {summary['top1_delta_points']:+.2f} pt")
+    out = Path(args.out) / f"quantize_fashion{'_smoke' if args.smoke else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
