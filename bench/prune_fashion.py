@@ -1,0 +1,115 @@
+"""Pruning acceptance bench on Fashion-MNIST (issue 3): zoo:fashion-cnn, unstructured and structured.
+
+    python bench/prune_fashion.py            # full: the acceptance runs (about half an hour on 2 CPU cores)
+    python bench/prune_fashion.py --smoke    # seconds: a data subset and a few batches; used by the test suite
+
+Full mode runs two recipes through slimkit.compress and measures baseline and result in the same run:
+- magnitude: global L1 magnitude pruning to 90% sparsity in 3 cubic-schedule rounds, fine-tuned after each
+  round with the masks held (target: at most 1.0 point top-1 lost);
+- channel: channel pruning solved for <= 50% of the baseline MACs, then fine-tuning (targets: at most 1.0
+  point lost, >= 1.6x lower median latency at batch 1 and 64, same backend).
+Writes bench/results/prune_fashion.json (or --out); run directories go beside it, in prune_fashion_runs/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import slimkit as sk
+import slimkit.prune  # noqa: F401  (registers the pruning steps)
+from slimkit.measure import default_threads
+from slimkit.pipeline import environment
+from slimkit.prune import ChannelPrune, MagnitudePrune
+
+
+def recipes(smoke: bool) -> dict[str, sk.Recipe]:
+    if smoke:
+        return {
+            "magnitude": sk.Recipe([MagnitudePrune(sparsity=0.9, steps=2, epochs=1, lr=0.01, max_batches=1)]),
+            "channel": sk.Recipe([ChannelPrune(target_macs=0.5), sk.FineTune(epochs=1, lr=0.01, max_batches=1)]),
+        }
+    return {
+        "magnitude": sk.Recipe([MagnitudePrune(sparsity=0.9, steps=3, epochs=2, lr=0.01)]),
+        "channel": sk.Recipe([ChannelPrune(target_macs=0.5), sk.FineTune(epochs=4, lr=0.02)]),
+    }
+
+
+def summary(report: dict) -> dict:
+    """Accuracy, sparsity, MACs and latency of the result relative to the baseline of the same run."""
+    base, final = report["baseline"], report["final"]
+    speedup = {key: base["latency_ms"][key]["median"] / final["latency_ms"][key]["median"] for key in final["latency_ms"]}
+    return {
+        "top1_baseline": base["metric"]["value"],
+        "top1_final": final["metric"]["value"],
+        "top1_drop_points": 100 * (base["metric"]["value"] - final["metric"]["value"]),
+        "sparsity": 1 - final["nonzero_params"] / final["params"],
+        "params_fraction": final["params"] / base["params"],
+        "macs_fraction": final["macs"] / base["macs"],
+        "size_bytes": [base["size_bytes"], final["size_bytes"]],
+        "compressed_size_bytes": [base["compressed_size_bytes"], final["compressed_size_bytes"]],
+        "speedup": speedup,
+        "notes": report["notes"],
+    }
+
+
+def run(smoke: bool, runs: Path, threads: int) -> dict:
+    task = sk.load_data("fashion-mnist")
+    if smoke:
+        task = task.subset(train=256, test=128)
+    backends, batch_sizes = (("eager",), (1,)) if smoke else (("eager", "onnxruntime"), (1, 64))
+    steps, results = recipes(smoke), {}
+    for name, recipe in steps.items():
+        report = sk.compress(sk.load_model("zoo:fashion-cnn"), recipe, data=task, out_dir=runs / name,
+                             backends=backends, batch_sizes=batch_sizes, threads=threads, progress=not smoke)
+        results[name] = summary(report)
+    return {"mode": "smoke" if smoke else "full", "model": "zoo:fashion-cnn", "threads": threads,
+            "recipes": {k: r.to_dict() for k, r in steps.items()}, "results": results,
+            "checks": None if smoke else acceptance(results), "environment": environment()}
+
+
+def acceptance(results: dict) -> dict[str, bool]:
+    """Issue 3's acceptance targets, each as pass/fail."""
+    magnitude, channel = results["magnitude"], results["channel"]
+    return {
+        "magnitude_sparsity_ge_0.9": magnitude["sparsity"] >= 0.9 * _weight_share(),
+        "magnitude_drop_le_1pt": magnitude["top1_drop_points"] <= 1.0,
+        "channel_macs_le_0.5": channel["macs_fraction"] <= 0.5,
+        "channel_drop_le_1pt": channel["top1_drop_points"] <= 1.0,
+        **{f"channel_speedup_ge_1.6_{k}": v >= 1.6 for k, v in channel["speedup"].items()},
+    }
+
+
+def _weight_share() -> float:
+    """Fraction of fashion-cnn's parameters that are Conv/Linear weights (what magnitude_prune prunes)."""
+    model = sk.load_model("zoo:fashion-cnn")
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    return weights / sum(p.numel() for p in model.parameters())
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="256 training / 128 test images, one batch per epoch; checks are not meaningful")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "prune_fashion.json"))
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: every usable core)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    threads = args.threads or (1 if args.smoke else default_threads())
+    torch.set_num_threads(threads)
+    result = run(args.smoke, out.parent / f"{out.stem}_runs", threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    for name, row in result["results"].items():
+        speed = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup"].items())
+        print(f"{name:<10} top1 {row['top1_baseline']:.4f} -> {row['top1_final']:.4f} "
+              f"({row['top1_drop_points']:+.2f} pt lost), sparsity {row['sparsity']:.3f}, "
+              f"MACs x{row['macs_fraction']:.3f}, speedup {speed}")
+    for check, ok in (result["checks"] or {}).items():
+        print(f"{'PASS' if ok else 'FAIL'} {check}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
