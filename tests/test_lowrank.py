@@ -13,7 +13,7 @@ from slimkit.pipeline import Context
 from slimkit.recipe import Recipe
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Factorisations are small SVDs: one thread avoids oversubscribing a shared CPU."""
     threads = torch.get_num_threads()

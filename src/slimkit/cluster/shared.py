@@ -1,0 +1,70 @@
+"""Layers whose weight is a codebook of shared values indexed by bit-packed integers."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .kmeans import kmeans_1d
+from .packing import pack_bits, packed_length, unpack_bits
+
+SHAREABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
+
+
+class SharedWeight(nn.Module):
+    """A weight tensor stored as ``codebook`` (float, trainable) plus ``indices`` (uint8, ``bits`` per value).
+
+    With ``zero`` set, index 0 means an exact, untrainable 0 and the codebook holds the other
+    ``2**bits - 1`` values. Gradients reach each centroid summed over the weights that share it.
+    """
+
+    def __init__(self, shape: tuple[int, ...], bits: int, zero: bool):
+        super().__init__()
+        self.shape, self.bits, self.zero = tuple(shape), bits, zero
+        self.codebook = nn.Parameter(torch.zeros(2**bits - int(zero)))
+        self.register_buffer("indices", torch.zeros(packed_length(math.prod(shape), bits), dtype=torch.uint8))
+
+    @classmethod
+    def fit(cls, weight: Tensor, bits: int, init: str, keep_zeros: bool) -> "SharedWeight":
+        """Cluster ``weight`` with k-means (pruned zeros kept exact when ``keep_zeros``)."""
+        flat = weight.detach().flatten().float().cpu()
+        zero = keep_zeros and bool((flat == 0).any())
+        shared = cls(weight.shape, bits, zero)
+        index = torch.zeros(len(flat), dtype=torch.long)
+        live = flat != 0 if zero else torch.ones_like(flat, dtype=torch.bool)
+        centroids, assigned = kmeans_1d(flat[live], len(shared.codebook), init)
+        index[live] = assigned + int(zero)
+        with torch.no_grad():
+            shared.codebook.copy_(centroids)
+            shared.indices.copy_(pack_bits(index, bits))
+        return shared.to(weight.device)
+
+    def forward(self) -> Tensor:
+        """The dense weight."""
+        table = F.pad(self.codebook, (1, 0)) if self.zero else self.codebook
+        return table[unpack_bits(self.indices, self.bits, math.prod(self.shape))].view(self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, bits={self.bits}, zero={self.zero}"
+
+
+class ClusteredLayer(nn.Module):
+    """A Linear/Conv/Embedding layer whose weight comes from a :class:`SharedWeight`."""
+
+    def __init__(self, layer: nn.Module, shared: SharedWeight):
+        super().__init__()
+        if not isinstance(layer, SHAREABLE):
+            raise TypeError(f"cannot share the weight of {type(layer).__name__}")
+        del layer.weight  # the dense tensor is replaced by the codebook, not kept beside it
+        self.layer, self.shared = layer, shared
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, layer = self.shared(), self.layer
+        if isinstance(layer, nn.Linear):
+            return F.linear(x, weight, layer.bias)
+        if isinstance(layer, nn.Embedding):
+            return F.embedding(x, weight, layer.padding_idx, layer.max_norm, layer.norm_type,
+                               layer.scale_grad_by_freq, layer.sparse)
+        return layer._conv_forward(x, weight, layer.bias)
