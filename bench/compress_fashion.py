@@ -1,0 +1,164 @@
+"""Distillation, low-rank and weight-sharing acceptance bench on Fashion-MNIST (issue 5), zoo:fashion-cnn.
+
+    python bench/compress_fashion.py            # full: the acceptance runs (hours on 2 CPU cores; not run here)
+    python bench/compress_fashion.py --smoke    # seconds: a data subset and one batch per epoch; checks not meaningful
+
+Full mode:
+- distill: a narrow student (width 0.45, <= 1/4 of the baseline's parameters) trained with KD from the
+  baseline vs the same student (same initialisation) trained without KD for the same epochs, seeds 0, 1, 2;
+  target: mean KD top-1 > mean no-KD top-1, gap reported;
+- low_rank: Tucker-2/SVD of the residual blocks at <= 50% of their MACs, then fine-tuning; targets: the
+  decomposed layers' MACs halved, at most 1.0 point lost; measured latency reported;
+- cluster: 4-bit k-means weight sharing with centroid fine-tuning; target: at most 0.5 point lost;
+- deep_compression: magnitude prune 90% -> cluster 4-bit (zeros kept) -> DEFLATE-coded state dict
+  (``compressed_size_bytes`` counts every byte of it); targets: >= 30x smaller than the FP32 baseline's
+  weights file, at most 1.0 point lost.
+Writes bench/results/compress_fashion.json (smoke: compress_fashion_smoke.json; or --out); run directories go beside it, in compress_fashion_runs/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import zlib
+from pathlib import Path
+
+import torch
+
+import slimkit as sk
+import slimkit.prune  # noqa: F401  (registers magnitude_prune)
+from slimkit.cluster import Cluster
+from slimkit.distill import Distill
+from slimkit.distill.step import build_student
+from slimkit.lowrank import LowRank
+from slimkit.measure import default_threads
+from slimkit.measure.counts import count_macs, count_params
+from slimkit.measure.metric import evaluate
+from slimkit.pipeline import environment
+from slimkit.prune import MagnitudePrune
+
+BASELINE = "zoo:fashion-cnn"
+
+
+def distill_vs_scratch(task: sk.Task, smoke: bool) -> dict:
+    """KD and no-KD training of the same narrow student, per seed; mean top-1 and the gap."""
+    teacher = sk.load_model(BASELINE)
+    train = dict(epochs=1, max_batches=1) if smoke else dict(epochs=6)
+    rows = []
+    for seed in (0,) if smoke else (0, 1, 2):
+        cfg = Distill(student="narrow", width=0.45, lr=0.05, seed=seed, temperature=4.0, alpha=0.9, **train)
+        kd = sk.apply(sk.load_model(BASELINE), cfg, data=task, teacher=teacher)
+        scratch, _ = build_student(teacher, cfg)  # same builder and seed: the same initial weights
+        sk.fit(scratch, task, sk.FineTune(lr=0.05, seed=seed, **train), progress=not smoke)
+        rows.append({"seed": seed, "kd": evaluate(kd, task)["value"], "no_kd": evaluate(scratch, task)["value"]})
+    kd_mean, scratch_mean = (statistics.mean(r[k] for r in rows) for k in ("kd", "no_kd"))
+    return {"runs": rows, "kd_mean": kd_mean, "no_kd_mean": scratch_mean, "gap_points": 100 * (kd_mean - scratch_mean),
+            "params_fraction": count_params(kd)[0] / count_params(teacher)[0], "train": train}
+
+
+def decomposed_macs_fraction(run_dir: Path, example_inputs: tuple) -> float:
+    """MACs of the layers that low_rank replaced, after / before, from the saved checkpoint (replayed)."""
+    model = sk.load_model(str(run_dir / "checkpoint"))
+    _, before = count_macs(sk.load_model(BASELINE), example_inputs)
+    _, after = count_macs(model, example_inputs)
+    (entry,) = [e for e in model.slimkit_origin["history"] if e["step"] == "low_rank"]
+    names = entry["replay"]["layers"]
+    return sum(v for k, v in after.items() if k.rsplit(".", 1)[0] in names) / sum(before[n] for n in names)
+
+
+def deflated_bytes_by_kind(run_dir: Path) -> dict[str, int]:
+    """Where the deflated bytes of the stored weights go: packed cluster indices vs every other tensor."""
+    from safetensors.torch import load_file
+
+    sizes = {"packed_indices": 0, "other_tensors": 0}
+    for key, tensor in load_file(str(run_dir / "checkpoint" / "model.safetensors")).items():
+        kind = "packed_indices" if key.endswith("shared.indices") else "other_tensors"
+        sizes[kind] += len(zlib.compress(tensor.numpy().tobytes(), 6))
+    return sizes
+
+
+def recipes(smoke: bool) -> dict[str, sk.Recipe]:
+    tune = dict(epochs=1, max_batches=1) if smoke else dict(epochs=3)
+    return {
+        "low_rank": sk.Recipe([LowRank(rank_by="macs", target_macs=0.5, layers=("blocks.*",)), sk.FineTune(lr=0.01, **tune)]),
+        "cluster": sk.Recipe([Cluster(bits=4, init="linear", lr=0.005, **({"epochs": 1, "max_batches": 1} if smoke else {"epochs": 1}))]),
+        "deep_compression": sk.Recipe([
+            MagnitudePrune(sparsity=0.9, steps=1 if smoke else 3, epochs=1 if smoke else 2, lr=0.01, max_batches=1 if smoke else None),
+            Cluster(bits=4, lr=0.005, **({"epochs": 1, "max_batches": 1} if smoke else {"epochs": 1})),
+        ]),
+    }
+
+
+def summary(report: dict) -> dict:
+    base, final = report["baseline"], report["final"]
+    return {
+        "top1_baseline": base["metric"]["value"],
+        "top1_final": final["metric"]["value"],
+        "top1_drop_points": 100 * (base["metric"]["value"] - final["metric"]["value"]),
+        "params_fraction": final["params"] / base["params"],
+        "macs_fraction": final["macs"] / base["macs"],
+        "size_bytes": [base["size_bytes"], final["size_bytes"]],
+        "compressed_size_bytes": [base["compressed_size_bytes"], final["compressed_size_bytes"]],
+        "size_ratio_vs_fp32": base["size_bytes"] / final["compressed_size_bytes"],
+        "latency_ms": {k: [base["latency_ms"][k]["median"], final["latency_ms"][k]["median"]] for k in final["latency_ms"]},
+        "notes": report["notes"],
+    }
+
+
+def run(smoke: bool, runs: Path, threads: int) -> dict:
+    task = sk.load_data("fashion-mnist")
+    if smoke:
+        task = task.subset(train=256, test=128)
+    backends, batch_sizes = (("eager",), (1,)) if smoke else (("eager", "onnxruntime"), (1, 64))
+    steps, results = recipes(smoke), {"distill": distill_vs_scratch(task, smoke)}
+    for name, recipe in steps.items():
+        report = sk.compress(sk.load_model(BASELINE), recipe, data=task, out_dir=runs / name, backends=backends,
+                             batch_sizes=batch_sizes, threads=threads, progress=not smoke)
+        results[name] = summary(report)
+    results["deep_compression"]["deflated_bytes_by_kind"] = deflated_bytes_by_kind(runs / "deep_compression")
+    results["low_rank"]["decomposed_macs_fraction"] = decomposed_macs_fraction(runs / "low_rank", task.example_inputs(1))
+    return {"mode": "smoke" if smoke else "full", "model": BASELINE, "threads": threads,
+            "recipes": {k: r.to_dict() for k, r in steps.items()}, "results": results,
+            "checks": None if smoke else acceptance(results), "environment": environment()}
+
+
+def acceptance(results: dict) -> dict[str, bool]:
+    """Issue 5's Fashion-MNIST acceptance targets, each as pass/fail."""
+    kd, lr, cl, dc = (results[k] for k in ("distill", "low_rank", "cluster", "deep_compression"))
+    return {
+        "kd_student_params_le_quarter": kd["params_fraction"] <= 0.25,
+        "kd_beats_no_kd_mean_3_seeds": kd["gap_points"] > 0,
+        "low_rank_decomposed_macs_le_half": lr["decomposed_macs_fraction"] <= 0.5,
+        "low_rank_drop_le_1pt": lr["top1_drop_points"] <= 1.0,
+        "cluster_4bit_drop_le_0.5pt": cl["top1_drop_points"] <= 0.5,
+        "deep_compression_ge_30x": dc["size_ratio_vs_fp32"] >= 30,
+        "deep_compression_drop_le_1pt": dc["top1_drop_points"] <= 1.0,
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="256 training / 128 test images, one batch per epoch")
+    parser.add_argument("--out", default=None, help="default: bench/results/compress_fashion[_smoke].json")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: every usable core)")
+    args = parser.parse_args(argv)
+    out = Path(args.out or Path(__file__).parent / "results" / f"compress_fashion{'_smoke' if args.smoke else ''}.json")
+    threads = args.threads or (1 if args.smoke else default_threads())
+    torch.set_num_threads(threads)
+    result = run(args.smoke, out.parent / f"{out.stem}_runs", threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    kd = result["results"]["distill"]
+    print(f"distill    KD {kd['kd_mean']:.4f} vs no-KD {kd['no_kd_mean']:.4f} ({kd['gap_points']:+.2f} pt), "
+          f"params x{kd['params_fraction']:.3f}")
+    for name in ("low_rank", "cluster", "deep_compression"):
+        row = result["results"][name]
+        print(f"{name:<17} top1 {row['top1_baseline']:.4f} -> {row['top1_final']:.4f} ({row['top1_drop_points']:+.2f} pt lost), "
+              f"MACs x{row['macs_fraction']:.3f}, {row['size_ratio_vs_fp32']:.1f}x smaller than FP32 (deflated)")
+    for check, ok in (result["checks"] or {}).items():
+        print(f"{'PASS' if ok else 'FAIL'} {check}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
