@@ -41,7 +41,7 @@ def distill_into(student: nn.Module, teachers: list[nn.Module], task, cfg: Disti
                  device: str = "cpu", progress: bool = False) -> dict:
     """Train ``student`` in place from ``teachers`` on ``task`` with :func:`slimkit.train.fit`; returns its history."""
     for t in teachers:
-        t.to(device).eval().requires_grad_(False)
+        t.to(device).eval()
     pairs = list(cfg.features.items())
     student_taps = Taps(student, [s for s, _ in pairs])
     teacher_taps = Taps(teachers[0], [t for _, t in pairs])
