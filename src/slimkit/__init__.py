@@ -20,10 +20,37 @@ from .pipeline import Context, apply, compress
 from .recipe import Recipe, StepConfig, register
 from .train import FineTune, fit
 
+# Technique configs load on first use so that `import slimkit` stays fast and lean.
+_LAZY = {
+    "ChannelPrune": "slimkit.prune",
+    "MagnitudePrune": "slimkit.prune",
+    "NMSparsity": "slimkit.prune",
+    "Quantize": "slimkit.quantize",
+    "Distill": "slimkit.distill",
+    "LowRank": "slimkit.lowrank",
+    "Cluster": "slimkit.cluster",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'slimkit' has no attribute {name!r}")
+
+
 __all__ = [
+    "ChannelPrune",
+    "Cluster",
     "Context",
+    "Distill",
     "Export",
     "FineTune",
+    "LowRank",
+    "MagnitudePrune",
+    "NMSparsity",
+    "Quantize",
     "Recipe",
     "StepConfig",
     "Task",

@@ -94,7 +94,7 @@ def _cmd_compress(args) -> int:
     teacher = load_model(args.teacher) if args.teacher else None
     report = compress(model, recipe, data=task, out_dir=args.out, example_inputs=inputs, device=args.device,
                       teacher=teacher, backends=args.backends, batch_sizes=args.batch, threads=args.threads,
-                      labels={"model": args.model, "data": args.data})
+                      labels={"model": args.model, "data": args.data}, metric_backend=args.metric_backend)
     from .report import render_markdown
 
     print(render_markdown(report))
@@ -107,7 +107,7 @@ def _cmd_bench(args) -> int:
 
     model, task, inputs = _load(args)
     metrics = measure(model, inputs, backends=args.backends, batch_sizes=args.batch, data=task, reference=model,
-                      threads=args.threads, device=args.device, repeats=args.repeats)
+                      threads=args.threads, device=args.device, repeats=args.repeats, metric_backend=args.metric_backend)
     result = {"model": args.model, "data": args.data, "device": args.device, "environment": environment(), **metrics}
     if args.out:
         with atomic_dir(args.out) as tmp:
@@ -141,6 +141,7 @@ def _cmd_demo(args) -> int:
     from importlib.resources import files
 
     args.model, args.recipe, args.teacher, args.input_shape = "zoo:fashion-cnn", str(files("slimkit") / "recipes" / "demo.yaml"), None, None
+    args.metric_backend = "onnxruntime"  # score the quantized model on the integer runtime it deploys to
     return _cmd_compress(args)
 
 
@@ -152,6 +153,8 @@ def _common(p, data_default: str | None = "none") -> None:
     p.add_argument("--backends", type=_names, default=("eager", "onnxruntime"), help="comma list of eager,compile,onnxruntime")
     p.add_argument("--batch", type=_ints, default=(1, 64), help="comma list of batch sizes for latency")
     p.add_argument("--threads", type=int, help="intra-op threads for latency (default: all cores)")
+    p.add_argument("--metric-backend", choices=["eager", "onnxruntime"], default="eager",
+                   help="where the task metric is computed (onnxruntime: integer kernels for quantized models)")
 
 
 def build_parser() -> argparse.ArgumentParser:

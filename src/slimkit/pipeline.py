@@ -108,11 +108,13 @@ def compress(
     threads: int | None = None,
     progress: bool = True,
     labels: dict | None = None,
+    metric_backend: str = "eager",
 ) -> dict:
     """Run every step of ``recipe``, measuring after each, and write the run directory.
 
     ``out_dir`` receives checkpoint/ (safetensors + history.json), model.onnx when exported, and
     report.json/.md/.html. It is written to a temporary sibling first and only appears complete.
+    ``metric_backend`` (eager | onnxruntime) is where the task metric is computed after each step.
     Returns the report dict (schema in DESIGN.md).
     """
     from .report import write_reports
@@ -131,7 +133,7 @@ def compress(
 
     def measured(m: nn.Module) -> dict:
         return measure(m, example_inputs, backends=backends, batch_sizes=batch_sizes, data=data,
-                       reference=reference, threads=threads, device=device)
+                       reference=reference, threads=threads, device=device, metric_backend=metric_backend)
 
     with atomic_dir(out_dir) as tmp:
         ctx = Context(example_inputs, data, None, reference, device, threads, tmp, progress)
@@ -142,6 +144,7 @@ def compress(
             "data": (labels or {}).get("data", data.name if data else "none"),
             "device": device,
             "threads": threads,
+            "metric_backend": metric_backend,
             "environment": environment(),
             "recipe": recipe.to_dict(),
             "baseline": measured(model),

@@ -22,6 +22,13 @@ from .errors import UserError
 BUILTIN_STEPS: dict[str, str] = {
     "fine_tune": "slimkit.train",
     "export": "slimkit.compile.onnx",
+    "magnitude_prune": "slimkit.prune",
+    "channel_prune": "slimkit.prune",
+    "nm_sparsity": "slimkit.prune",
+    "quantize": "slimkit.quantize",
+    "distill": "slimkit.distill",
+    "low_rank": "slimkit.lowrank",
+    "cluster": "slimkit.cluster",
 }
 
 Handler = Callable[[nn.Module, "StepConfig", Any], nn.Module]

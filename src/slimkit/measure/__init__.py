@@ -9,7 +9,7 @@ from torch import nn
 from ..data.task import Task
 from ..errors import UserError
 from .counts import count_macs, count_params
-from .latency import BACKENDS, batch_of, measure_latency
+from .latency import BACKENDS, batch_of, measure_latency, onnxruntime_predictor
 from .memory import peak_memory
 from .metric import evaluate
 from .size import artifact_size
@@ -35,6 +35,7 @@ def measure(
     device: str = "cpu",
     artifact: str | None = None,
     repeats: int = 30,
+    metric_backend: str = "eager",
 ) -> dict:
     """Measure a model; returns the METRICS dict of DESIGN.md's report.json.
 
@@ -46,11 +47,15 @@ def measure(
         reference: the uncompressed model, needed for cosine metrics.
         threads: intra-op threads for latency (default: :func:`default_threads`).
         artifact: size this file (e.g. model.onnx) instead of the safetensors weights.
+        metric_backend: ``eager`` or ``onnxruntime``: where the metric is computed (onnxruntime runs
+            quantized models on integer kernels, as deployed).
     """
     if example_inputs is None:
         if data is None:
             raise UserError("measure() needs example_inputs or data to build inputs from.")
         example_inputs = data.example_inputs(1)
+    if metric_backend not in ("eager", "onnxruntime"):
+        raise UserError(f"metric_backend must be eager or onnxruntime, not {metric_backend!r}.")
     threads = threads or default_threads()
     model = model.eval().cpu()
     params, nonzero = count_params(model)
@@ -59,7 +64,10 @@ def measure(
     on_device = model.to(device)
     peak = peak_memory(on_device, tuple(t.to(device) for t in batch_of(example_inputs, max(batch_sizes))))
     latency = measure_latency(on_device, example_inputs, backends, batch_sizes, threads, device, repeats) if backends else {}
-    metric = evaluate(on_device, data, reference, device) if data is not None else None
+    metric = None
+    if data is not None:
+        predictor = onnxruntime_predictor(model, example_inputs, threads) if metric_backend == "onnxruntime" else on_device
+        metric = evaluate(predictor, data, reference, device)
     model.cpu()
     return {
         "params": params,

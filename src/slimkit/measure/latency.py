@@ -63,6 +63,15 @@ def batch_of(inputs: tuple, batch_size: int) -> tuple:
     return tuple(out)
 
 
+def onnxruntime_predictor(model: nn.Module, example_inputs: tuple, threads: int) -> Callable[..., torch.Tensor]:
+    """Export ``model`` and return a callable that runs it in onnxruntime on CPU tensors."""
+    from ..compile.onnx import export_onnx, run_session, session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sess = session(export_onnx(model, example_inputs, Path(tmp) / "model.onnx"), threads)
+    return lambda *inputs: torch.from_numpy(run_session(sess, inputs))
+
+
 class _Backends:
     """Builds one runner per (backend, batch size), exporting/compiling once per model."""
 

@@ -4,6 +4,7 @@ Importing this package registers the ``quantize`` recipe step (:class:`Quantize`
 """
 from .config import Quantize
 from .convert import Plan, quantize_model, quantized_layers
+from .export import dequantized_copy, export_dynamic_int8  # also registers the dynamic INT8 ONNX exporter
 from .modules import QuantConv2d, QuantEmbedding, QuantLinear, QuantModule, WeightFormat
 from .observers import (EntropyObserver, MinMaxObserver, MovingAverageMinMaxObserver, MSEObserver, Observer,
                         PercentileObserver, make_observer)
@@ -12,6 +13,6 @@ from .ops import dequantize, fake_quantize, qparams, qrange, quantize, sqnr
 __all__ = [
     "EntropyObserver", "MSEObserver", "MinMaxObserver", "MovingAverageMinMaxObserver", "Observer",
     "PercentileObserver", "Plan", "QuantConv2d", "QuantEmbedding", "QuantLinear", "QuantModule", "Quantize",
-    "WeightFormat", "dequantize", "fake_quantize", "make_observer", "qparams", "qrange", "quantize",
+    "WeightFormat", "dequantize", "dequantized_copy", "export_dynamic_int8", "fake_quantize", "make_observer", "qparams", "qrange", "quantize",
     "quantize_model", "quantized_layers", "sqnr",
 ]

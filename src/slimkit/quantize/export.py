@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..compile.onnx import export_onnx
+from ..compile.onnx import export_onnx, register_exporter
 from ..errors import require
 from .modules import QuantConv2d, QuantEmbedding, QuantLinear, QuantModule
 
@@ -57,3 +57,11 @@ def export_dynamic_int8(model: nn.Module, example_inputs: tuple, path: str | Pat
         quantization.quantize_dynamic(source, path, per_channel=True, reduce_range=reduce_range,
                                       weight_type=quantization.QuantType.QInt8)
     return path
+
+
+def _runs_dynamic_int8(model: nn.Module) -> bool:
+    """int8 weights without calibrated activations: onnxruntime quantizes the activations at run time."""
+    return any(isinstance(m, QuantModule) and not m.static and m.fmt.bits == 8 for m in model.modules())
+
+
+register_exporter(_runs_dynamic_int8, export_dynamic_int8)
