@@ -24,5 +24,22 @@ def test_html_is_self_contained_escaped_and_has_charts():
 def test_markdown_ratios():
     md = render_markdown(_report())
     assert "| size (final / baseline) | 0.250x |" in md
-    assert "| speed-up eager/bs1 (baseline / final latency) | 4.00x |" in md
+    assert "| speed-up eager/bs1 (baseline / final latency) | 4.00x (2 -> 0.5 ms) |" in md
     assert "| top1 change | -1.00 points |" in md
+
+
+def test_steps_that_slow_a_backend_are_reported():
+    from slimkit.pipeline import slower_notes
+
+    before = {"onnxruntime/bs1": {"median": 0.70, "iqr": 0.03}, "eager/bs1": {"median": 3.0, "iqr": 0.2}}
+    after = {"onnxruntime/bs1": {"median": 0.95, "iqr": 0.02}, "eager/bs1": {"median": 3.1, "iqr": 0.2}}
+    notes = slower_notes("quantize", before, after)
+    assert notes == ["quantize: slower on onnxruntime/bs1 than before this step (0.7 -> 0.95 ms); "
+                     "this backend gains nothing in speed from it here"]
+
+
+def test_side_by_side_timings_take_precedence_for_speedups():
+    report = _report()
+    report["comparison"] = {"latency_ms": {"baseline": {"eager/bs1": {"median": 3.0, "iqr": 0.1}},
+                                           "final": {"eager/bs1": {"median": 1.0, "iqr": 0.1}}}}
+    assert "| speed-up eager/bs1 (side by side) | 3.00x (3 -> 1 ms) |" in render_markdown(report)

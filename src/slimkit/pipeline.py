@@ -20,7 +20,7 @@ from . import __version__
 from .data.task import Task
 from .errors import UserError
 from .measure import default_threads, measure
-from .measure.latency import batch_of
+from .measure.latency import batch_of, measure_latency_many
 from .models.checkpoint import origin, save_checkpoint, set_origin
 from .recipe import Recipe, StepConfig, handler_for
 
@@ -158,15 +158,34 @@ def compress(
             if ctx.replay:
                 history.append(_entry(step, ctx))
             set_origin(model, base, history)
+            metrics = measured(model)
+            previous = report["steps"][-1]["metrics"] if report["steps"] else report["baseline"]
+            ctx.notes += slower_notes(step.key, previous["latency_ms"], metrics["latency_ms"])
             report["steps"].append({"name": step.key, "config": step.to_dict(), "seconds": round(seconds, 3),
-                                    "metrics": measured(model)})
+                                    "metrics": metrics})
         report["final"] = report["steps"][-1]["metrics"] if report["steps"] else report["baseline"]
+        if backends:
+            say("timing baseline and final side by side")
+            both = measure_latency_many({"baseline": reference, "final": model}, example_inputs, backends, batch_sizes,
+                                        threads, device)
+            report["comparison"] = {"latency_ms": both}
         save_checkpoint(model, tmp / "checkpoint")
         report["artifacts"] = {"checkpoint": "checkpoint", **ctx.artifacts}
         report["notes"] = ctx.notes
         write_reports(report, tmp)
     say(f"wrote {out_dir}/report.json, report.md, report.html")
     return report
+
+
+def slower_notes(step: str, before: dict, after: dict) -> list[str]:
+    """Say where a step made the model slower than before it, beyond the measurement spread (IQR)."""
+    notes = []
+    for key, new in after.items():
+        old = before.get(key)
+        if old and new["median"] - old["median"] > max(new["iqr"], old["iqr"]):
+            notes.append(f"{step}: slower on {key} than before this step ({old['median']:.3g} -> "
+                         f"{new['median']:.3g} ms); this backend gains nothing in speed from it here")
+    return notes
 
 
 def _printer(enabled: bool):

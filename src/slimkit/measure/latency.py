@@ -33,25 +33,35 @@ def fixed_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def time_runner(fn: Runner, sync: Callable[[], None] = lambda: None, warmup: int = 5, repeats: int = 30,
-                min_sample_ms: float = 20.0) -> dict:
-    """Median and IQR in milliseconds of ``fn``; fast calls are looped so each sample lasts >= min_sample_ms."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    inner = max(1, math.ceil(min_sample_ms / 1000 / max(time.perf_counter() - start, 1e-7)))
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
+def interleaved_timings(runners: dict[str, Runner], sync: Callable[[], None] = lambda: None, warmup: int = 5,
+                        repeats: int = 30, min_sample_ms: float = 20.0) -> dict[str, dict]:
+    """Median and IQR in milliseconds of each runner, sampled round-robin.
+
+    Every round takes one sample of each runner, so a slow spell of the machine falls on all of them
+    alike and side-by-side ratios stay fair. Fast calls are looped so one sample lasts >= min_sample_ms.
+    """
+    inner = {}
+    for name, fn in runners.items():
+        for _ in range(warmup):
             fn()
         sync()
-        samples.append((time.perf_counter() - start) / inner * 1000)
-    q1, median, q3 = np.percentile(samples, [25, 50, 75])
-    return {"median": float(median), "iqr": float(q3 - q1)}
+        start = time.perf_counter()
+        fn()
+        sync()
+        inner[name] = max(1, math.ceil(min_sample_ms / 1000 / max(time.perf_counter() - start, 1e-7)))
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            sync()
+            samples[name].append((time.perf_counter() - start) / inner[name] * 1000)
+    out = {}
+    for name, values in samples.items():
+        q1, median, q3 = np.percentile(values, [25, 50, 75])
+        out[name] = {"median": float(median), "iqr": float(q3 - q1)}
+    return out
 
 
 def batch_of(inputs: tuple, batch_size: int) -> tuple:
@@ -105,19 +115,35 @@ class _Backends:
         return run
 
 
-def measure_latency(model: nn.Module, example_inputs: tuple, backends=("eager",), batch_sizes=(1, 64),
-                    threads: int = 1, device: str = "cpu", repeats: int = 30, warmup: int = 5) -> dict:
-    """{"<backend>/bs<N>": {"median", "iqr"}} in milliseconds."""
+def measure_latency_many(models: dict[str, nn.Module], example_inputs: tuple, backends=("eager",), batch_sizes=(1, 64),
+                         threads: int = 1, device: str = "cpu", repeats: int = 30, warmup: int = 5) -> dict[str, dict]:
+    """{model name: {"<backend>/bs<N>": {"median", "iqr"}}} in milliseconds.
+
+    For each backend and batch size the models are sampled round-robin (side by side); backends are
+    measured one after another, because runtimes that spin their thread pools disturb each other.
+    """
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise UserError(f"Unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}.")
-    results = {}
+    results: dict[str, dict] = {name: {} for name in models}
     with tempfile.TemporaryDirectory() as tmp, fixed_threads(threads):
-        be = _Backends(model.to(device), example_inputs, device, threads, Path(tmp))
+        runtimes = {}
+        for i, (name, model) in enumerate(models.items()):
+            (Path(tmp) / str(i)).mkdir()
+            runtimes[name] = _Backends(model.to(device), example_inputs, device, threads, Path(tmp) / str(i))
         for backend in backends:
             for bs in batch_sizes:
-                run = be.runner(backend, batch_of(example_inputs, bs))
-                results[f"{backend}/bs{bs}"] = time_runner(run, be.sync, warmup, repeats)
-                if backend == "onnxruntime":  # say where it ran: CUDA is used only when present
-                    results[f"{backend}/bs{bs}"]["provider"] = be._session.get_providers()[0]
+                key, inputs = f"{backend}/bs{bs}", batch_of(example_inputs, bs)
+                runners = {name: be.runner(backend, inputs) for name, be in runtimes.items()}
+                sync = next(iter(runtimes.values())).sync
+                for name, timing in interleaved_timings(runners, sync, warmup, repeats).items():
+                    if backend == "onnxruntime":  # say where it ran: CUDA is used only when present
+                        timing["provider"] = runtimes[name]._session.get_providers()[0]
+                    results[name][key] = timing
     return results
+
+
+def measure_latency(model: nn.Module, example_inputs: tuple, backends=("eager",), batch_sizes=(1, 64),
+                    threads: int = 1, device: str = "cpu", repeats: int = 30, warmup: int = 5) -> dict:
+    """{"<backend>/bs<N>": {"median", "iqr"}} in milliseconds for one model."""
+    return measure_latency_many({"model": model}, example_inputs, backends, batch_sizes, threads, device, repeats, warmup)["model"]

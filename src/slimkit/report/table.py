@@ -61,9 +61,13 @@ def ratios(report: dict) -> list[tuple[str, str]]:
         ("compressed size (final / baseline)", f"{f['compressed_size_bytes'] / b['compressed_size_bytes']:.3f}x"),
         ("MACs (final / baseline)", f"{f['macs'] / max(b['macs'], 1):.3f}x"),
     ]
+    side_by_side = report.get("comparison", {}).get("latency_ms")
+    before, after = (side_by_side["baseline"], side_by_side["final"]) if side_by_side else (b["latency_ms"], f.get("latency_ms", {}))
     for key in latency_keys(report):
-        if key in f.get("latency_ms", {}):
-            out.append((f"speed-up {key} (baseline / final latency)", f"{b['latency_ms'][key]['median'] / f['latency_ms'][key]['median']:.2f}x"))
+        if key in after:
+            label = "side by side" if side_by_side else "baseline / final latency"
+            out.append((f"speed-up {key} ({label})", f"{before[key]['median'] / after[key]['median']:.2f}x "
+                        f"({before[key]['median']:.3g} -> {after[key]['median']:.3g} ms)"))
     if b.get("metric") and f.get("metric"):
         delta = f["metric"]["value"] - b["metric"]["value"]
         scale = 100 if b["metric"]["name"] == "top1" else 1
