@@ -36,10 +36,3 @@ def test_steps_that_slow_a_backend_are_reported():
     notes = slower_notes("quantize", before, after)
     assert notes == ["quantize: slower on onnxruntime/bs1 than before this step (0.7 -> 0.95 ms); "
                      "this backend gains nothing in speed from it here"]
-
-
-def test_side_by_side_timings_take_precedence_for_speedups():
-    report = _report()
-    report["comparison"] = {"latency_ms": {"baseline": {"eager/bs1": {"median": 3.0, "iqr": 0.1}},
-                                           "final": {"eager/bs1": {"median": 1.0, "iqr": 0.1}}}}
-    assert "| speed-up eager/bs1 (side by side) | 3.00x (3 -> 1 ms) |" in render_markdown(report)

@@ -131,13 +131,13 @@ def compress(
     reference = copy.deepcopy(model).eval()
     say = _printer(progress)
 
-    def measured(m: nn.Module) -> dict:
-        return measure(m, example_inputs, backends=backends, batch_sizes=batch_sizes, data=data,
-                       reference=reference, threads=threads, device=device, metric_backend=metric_backend)
+    def measured(m: nn.Module) -> dict:  # everything but latency, which is timed side by side at the end
+        return measure(m, example_inputs, backends=(), data=data, reference=reference, threads=threads,
+                       device=device, metric_backend=metric_backend)
 
     with atomic_dir(out_dir) as tmp:
         ctx = Context(example_inputs, data, None, reference, device, threads, tmp, progress)
-        say(f"measuring the baseline ({', '.join(backends) or 'no latency'})")
+        say("measuring the baseline")
         report = {
             "slimkit_version": __version__,
             "model": (labels or {}).get("model", base),
@@ -150,6 +150,7 @@ def compress(
             "baseline": measured(model),
             "steps": [],
         }
+        stages = {"baseline": reference}
         for i, step in enumerate(recipe.steps):
             say(f"step {i + 1}/{len(recipe.steps)}: {step.key}")
             start = time.perf_counter()
@@ -158,17 +159,19 @@ def compress(
             if ctx.replay:
                 history.append(_entry(step, ctx))
             set_origin(model, base, history)
-            metrics = measured(model)
-            previous = report["steps"][-1]["metrics"] if report["steps"] else report["baseline"]
-            ctx.notes += slower_notes(step.key, previous["latency_ms"], metrics["latency_ms"])
+            if backends:
+                stages[str(i)] = copy.deepcopy(model)
             report["steps"].append({"name": step.key, "config": step.to_dict(), "seconds": round(seconds, 3),
-                                    "metrics": metrics})
-        report["final"] = report["steps"][-1]["metrics"] if report["steps"] else report["baseline"]
+                                    "metrics": measured(model)})
+        rows = [report["baseline"], *(s["metrics"] for s in report["steps"])]
         if backends:
-            say("timing baseline and final side by side")
-            both = measure_latency_many({"baseline": reference, "final": model}, example_inputs, backends, batch_sizes,
-                                        threads, device)
-            report["comparison"] = {"latency_ms": both}
+            say(f"timing {len(stages)} stages side by side ({', '.join(backends)})")
+            timings = measure_latency_many(stages, example_inputs, backends, batch_sizes, threads, device)
+            for metrics, name in zip(rows, stages):
+                metrics["latency_ms"] = timings[name]
+            for step, before, after in zip(recipe.steps, rows, rows[1:]):
+                ctx.notes += slower_notes(step.key, before["latency_ms"], after["latency_ms"])
+        report["final"] = rows[-1]
         save_checkpoint(model, tmp / "checkpoint")
         report["artifacts"] = {"checkpoint": "checkpoint", **ctx.artifacts}
         report["notes"] = ctx.notes

@@ -52,7 +52,8 @@ def render_html(report: dict) -> str:
         f"<h1>{escape(title)}</h1>",
         f"<p>slimkit {escape(report['slimkit_version'])}, device <code>{escape(report['device'])}</code>, "
         f"{report['threads']} threads, torch {escape(str(env.get('torch', '?')))}, {escape(str(env.get('processor', '')))}. "
-        "Latency is the median over repeated timed runs, ± the interquartile range.</p>",
+        "Latency is the median over repeated timed runs, ± the interquartile range; all stages were timed "
+        "side by side (round-robin) in one run.</p>",
         _table(columns(report), [[label, *cells(report, m)] for label, m in stages(report)]),
         "<h2>Final against baseline</h2>",
         _table(["", ""], [list(r) for r in ratios(report)]),

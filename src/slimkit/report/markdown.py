@@ -10,7 +10,7 @@ def render_markdown(report: dict) -> str:
         f"# slimkit report: {report['model']} on {report['data']}",
         "",
         f"slimkit {report['slimkit_version']}, device {report['device']}, {report['threads']} threads, "
-        f"torch {report.get('environment', {}).get('torch', '?')}. Latency: median ± IQR over repeats, in ms.",
+        f"torch {report.get('environment', {}).get('torch', '?')}. Latency: median ± IQR over repeats, in ms, every stage timed side by side in one run.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",

@@ -61,12 +61,10 @@ def ratios(report: dict) -> list[tuple[str, str]]:
         ("compressed size (final / baseline)", f"{f['compressed_size_bytes'] / b['compressed_size_bytes']:.3f}x"),
         ("MACs (final / baseline)", f"{f['macs'] / max(b['macs'], 1):.3f}x"),
     ]
-    side_by_side = report.get("comparison", {}).get("latency_ms")
-    before, after = (side_by_side["baseline"], side_by_side["final"]) if side_by_side else (b["latency_ms"], f.get("latency_ms", {}))
+    before, after = b["latency_ms"], f.get("latency_ms", {})
     for key in latency_keys(report):
         if key in after:
-            label = "side by side" if side_by_side else "baseline / final latency"
-            out.append((f"speed-up {key} ({label})", f"{before[key]['median'] / after[key]['median']:.2f}x "
+            out.append((f"speed-up {key} (baseline / final latency)", f"{before[key]['median'] / after[key]['median']:.2f}x "
                         f"({before[key]['median']:.3g} -> {after[key]['median']:.3g} ms)"))
     if b.get("metric") and f.get("metric"):
         delta = f["metric"]["value"] - b["metric"]["value"]
