@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import slimkit
+from slimkit.measure import default_threads
+from slimkit.measure.latency import measure_latency_many
 from slimkit.pipeline import environment
 from slimkit.quantize import Quantize
 
@@ -47,16 +49,23 @@ def main() -> None:
     task = slimkit.load_data("fashion-mnist")
     if args.smoke:
         task = task.subset(train=256, test=256)
-    options = dict(backends=BACKENDS, batch_sizes=(1,) if args.smoke else (1, 64), data=task,
-                   repeats=3 if args.smoke else 30)
-    baseline = slimkit.measure(slimkit.load_model("zoo:fashion-cnn"), **options)
-    results = {"benchmark": "quantize_fashion", "smoke": args.smoke, "environment": environment(),
-               "baseline": baseline, "runs": {}}
+    batch_sizes, repeats = ((1,), 3) if args.smoke else ((1, 64), 30)
+    fp32 = slimkit.load_model("zoo:fashion-cnn")
+    # Accuracy on the runtime that deploys the model: onnxruntime's integer kernels for int8.
+    options = dict(backends=(), data=task, metric_backend="onnxruntime")
+    baseline = slimkit.measure(fp32, **options)
+    models, runs = {"baseline": fp32}, {}
     for name, cfg in configs(args.smoke).items():
         start = time.perf_counter()
-        model = slimkit.apply(slimkit.load_model("zoo:fashion-cnn"), cfg, data=task)
-        seconds = time.perf_counter() - start
-        metrics = slimkit.measure(model, **options)
+        models[name] = slimkit.apply(slimkit.load_model("zoo:fashion-cnn"), cfg, data=task)
+        runs[name] = (cfg, time.perf_counter() - start, slimkit.measure(models[name], **options))
+    # Latency of every model timed side by side (round-robin), so ratios are not machine drift.
+    timings = measure_latency_many(models, task.example_inputs(1), BACKENDS, batch_sizes, default_threads(), repeats=repeats)
+    baseline["latency_ms"] = timings["baseline"]
+    results = {"benchmark": "quantize_fashion", "smoke": args.smoke, "environment": environment(),
+               "baseline": baseline, "runs": {}}
+    for name, (cfg, seconds, metrics) in runs.items():
+        metrics["latency_ms"] = timings[name]
         summary = summarize(baseline, metrics)
         results["runs"][name] = {"config": cfg.to_dict(), "quantize_seconds": seconds, "metrics": metrics, "summary": summary}
         latency = ", ".join(f"{k} x{v:.2f}" for k, v in summary["latency_ratio"].items())
