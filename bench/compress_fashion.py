@@ -40,16 +40,17 @@ from slimkit.prune import MagnitudePrune
 BASELINE = "zoo:fashion-cnn"
 
 
-def distill_vs_scratch(task: sk.Task, smoke: bool) -> dict:
+def distill_vs_scratch(task: sk.Task, smoke: bool, device: str = "cpu") -> dict:
     """KD and no-KD training of the same narrow student, per seed; mean top-1 and the gap."""
     teacher = sk.load_model(BASELINE)
     train = dict(epochs=1, max_batches=1) if smoke else dict(epochs=6)
     rows = []
     for seed in (0,) if smoke else (0, 1, 2):
         cfg = Distill(student="narrow", width=0.45, lr=0.05, seed=seed, temperature=4.0, alpha=0.9, **train)
-        kd = sk.apply(sk.load_model(BASELINE), cfg, data=task, teacher=teacher)
+        kd = sk.apply(sk.load_model(BASELINE), cfg, data=task, teacher=teacher, device=device).cpu()
         scratch, _ = build_student(teacher, cfg)  # same builder and seed: the same initial weights
-        sk.fit(scratch, task, sk.FineTune(lr=0.05, seed=seed, **train), progress=not smoke)
+        sk.fit(scratch, task, sk.FineTune(lr=0.05, seed=seed, **train), device=device, progress=not smoke)
+        scratch.cpu()
         rows.append({"seed": seed, "kd": evaluate(kd, task)["value"], "no_kd": evaluate(scratch, task)["value"]})
     kd_mean, scratch_mean = (statistics.mean(r[k] for r in rows) for k in ("kd", "no_kd"))
     return {"runs": rows, "kd_mean": kd_mean, "no_kd_mean": scratch_mean, "gap_points": 100 * (kd_mean - scratch_mean),
@@ -105,19 +106,19 @@ def summary(report: dict) -> dict:
     }
 
 
-def run(smoke: bool, runs: Path, threads: int) -> dict:
+def run(smoke: bool, runs: Path, threads: int, device: str = "cpu") -> dict:
     task = sk.load_data("fashion-mnist")
     if smoke:
         task = task.subset(train=256, test=128)
     backends, batch_sizes = (("eager",), (1,)) if smoke else (("eager", "onnxruntime"), (1, 64))
-    steps, results = recipes(smoke), {"distill": distill_vs_scratch(task, smoke)}
+    steps, results = recipes(smoke), {"distill": distill_vs_scratch(task, smoke, device)}
     for name, recipe in steps.items():
         report = sk.compress(sk.load_model(BASELINE), recipe, data=task, out_dir=runs / name, backends=backends,
-                             batch_sizes=batch_sizes, threads=threads, progress=not smoke)
+                             batch_sizes=batch_sizes, threads=threads, progress=not smoke, device=device)
         results[name] = summary(report)
     results["deep_compression"]["deflated_bytes_by_kind"] = deflated_bytes_by_kind(runs / "deep_compression")
     results["low_rank"]["decomposed_macs_fraction"] = decomposed_macs_fraction(runs / "low_rank", task.example_inputs(1))
-    return {"mode": "smoke" if smoke else "full", "model": BASELINE, "threads": threads,
+    return {"mode": "smoke" if smoke else "full", "model": BASELINE, "threads": threads, "device": device,
             "recipes": {k: r.to_dict() for k, r in steps.items()}, "results": results,
             "checks": None if smoke else acceptance(results), "environment": environment()}
 
@@ -141,11 +142,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="256 training / 128 test images, one batch per epoch")
     parser.add_argument("--out", default=None, help="default: bench/results/compress_fashion[_smoke].json")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: every usable core)")
+    parser.add_argument("--device", default="cpu", help="where to train (and time): cpu or cuda")
     args = parser.parse_args(argv)
     out = Path(args.out or Path(__file__).parent / "results" / f"compress_fashion{'_smoke' if args.smoke else ''}.json")
     threads = args.threads or (1 if args.smoke else default_threads())
     torch.set_num_threads(threads)
-    result = run(args.smoke, out.parent / f"{out.stem}_runs", threads)
+    result = run(args.smoke, out.parent / f"{out.stem}_runs", threads, args.device)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     kd = result["results"]["distill"]
