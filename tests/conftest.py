@@ -23,3 +23,12 @@ def digits():
 def _seed():
     torch.manual_seed(0)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: small kernels oversubscribe a shared 2-core CPU badly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,13 +13,7 @@ from slimkit.pipeline import Context
 from slimkit.recipe import Recipe
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Factorisations are small SVDs: one thread avoids oversubscribing a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rel_error(a, b):

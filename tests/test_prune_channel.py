@@ -8,7 +8,9 @@ from slimkit.errors import UserError
 from slimkit.measure.counts import count_macs, count_params
 from slimkit.prune import ChannelPrune, ChannelPruner
 from slimkit.recipe import ConfigError, Recipe
-from test_prune_zoo import ZOO, PlainStack, one_thread  # noqa: F401  (one_thread is autouse)
+from test_prune_zoo import ZOO, PlainStack
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_plain_stack_shrinks_to_the_predicted_params_and_macs():

@@ -11,7 +11,8 @@ from slimkit.measure.metric import evaluate
 from slimkit.prune import MagnitudePrune, NMSparsity, Snip, Taylor, criterion, ranked_masks
 from slimkit.prune.unstructured import schedule
 from slimkit.train import FineTune, fit
-from test_prune_zoo import one_thread  # noqa: F401  (autouse)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def two_layers() -> nn.Module:

@@ -12,13 +12,7 @@ from slimkit.prune import ChannelPruner
 from slimkit.prune.surgery import shrink
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads oversubscribe and run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def conv_bn(cin, cout, k=3, stride=1, groups=1):
