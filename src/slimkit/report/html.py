@@ -26,15 +26,20 @@ def charts(report: dict) -> list[str]:
     out = []
     keys = latency_keys(report)
     if keys:
-        series = {k: [m["latency_ms"].get(k, {}).get("median", 0.0) for _, m in rows] for k in keys}
-        out.append(grouped_bars("Latency per stage (median ms, lower is better)", labels, series, "ms"))
+        base = report["baseline"]["latency_ms"]
+        series = {k: [m["latency_ms"].get(k, {}).get("median", 0.0) / base[k]["median"] for _, m in rows] for k in keys}
+        out.append(grouped_bars("Latency relative to the baseline (median, lower is better)", labels, series, "x baseline"))
     out.append(grouped_bars("Size per stage (MB)", labels, {
         "weights file": [m["size_bytes"] / 1e6 for _, m in rows],
         "compressed (zlib)": [m["compressed_size_bytes"] / 1e6 for _, m in rows],
     }, "MB"))
     if report["baseline"].get("metric"):
         name = report["baseline"]["metric"]["name"]
-        points = [(label, m["size_bytes"] / 1e6, m["metric"]["value"]) for label, m in rows if m.get("metric")]
+        merged: dict[tuple[float, float], list[str]] = {}  # stages that did not change size or metric share a point
+        for label, m in rows:
+            if m.get("metric"):
+                merged.setdefault((m["size_bytes"] / 1e6, m["metric"]["value"]), []).append(label)
+        points = [(", ".join(names), x, y) for (x, y), names in merged.items()]
         out.append(scatter(f"Size against {name}", points, "weights file (MB)", name))
     layers = report["baseline"].get("macs_per_layer", {})
     if layers:
