@@ -17,7 +17,9 @@ class SharedWeight(nn.Module):
     """A weight tensor stored as ``codebook`` (float, trainable) plus ``indices`` (uint8, ``bits`` per value).
 
     With ``zero`` set, index 0 means an exact, untrainable 0 and the codebook holds the other
-    ``2**bits - 1`` values. Gradients reach each centroid summed over the weights that share it.
+    ``2**bits - 1`` values. Each centroid's gradient is the *mean* over the weights that share it, so
+    one learning rate suits layers of every size (a summed gradient over thousands of weights made
+    centroid fine-tuning diverge: 4-bit fashion-cnn fell from 91% to 15% top-1 in 40 batches at lr 0.005).
     """
 
     def __init__(self, shape: tuple[int, ...], bits: int, zero: bool):
@@ -44,7 +46,11 @@ class SharedWeight(nn.Module):
     def forward(self) -> Tensor:
         """The dense weight."""
         table = F.pad(self.codebook, (1, 0)) if self.zero else self.codebook
-        return table[unpack_bits(self.indices, self.bits, math.prod(self.shape))].view(self.shape)
+        index = unpack_bits(self.indices, self.bits, math.prod(self.shape))
+        if table.requires_grad:
+            counts = torch.bincount(index, minlength=len(table)).clamp_min(1).to(table.dtype)
+            table = table.detach() + (table - table.detach()) / counts  # same values, mean gradient per centroid
+        return table[index].view(self.shape)
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, bits={self.bits}, zero={self.zero}"
