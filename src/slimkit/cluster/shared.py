@@ -47,7 +47,7 @@ class SharedWeight(nn.Module):
         """The dense weight."""
         table = F.pad(self.codebook, (1, 0)) if self.zero else self.codebook
         index = unpack_bits(self.indices, self.bits, math.prod(self.shape))
-        if table.requires_grad:
+        if self.training and table.requires_grad:  # training only: export and inference see a plain lookup
             counts = torch.bincount(index, minlength=len(table)).clamp_min(1).to(table.dtype)
             table = table.detach() + (table - table.detach()) / counts  # same values, mean gradient per centroid
         return table[index].view(self.shape)
