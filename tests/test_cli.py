@@ -36,7 +36,7 @@ def test_compress_writes_report_in_design_schema(tmp_path, export_recipe):
     assert "| baseline | 94.57% |" in (out / "report.md").read_text()
     # the run's checkpoint is a SPEC again, and `slimkit report` re-renders the run
     assert main(["bench", "--model", str(out / "checkpoint"), "--input-shape", "1,1,28,28", "--backends", "eager",
-                 "--batch", "1", "--repeats", "3", "--format", "json"]) == 0
+                 "--batch", "1", "--repeats", "3", "--format", "json", "--threads", "1"]) == 0
     assert main(["report", str(out)]) == 0
 
 

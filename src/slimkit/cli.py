@@ -102,13 +102,14 @@ def _cmd_compress(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .measure import measure
+    from .measure import default_threads, measure
     from .pipeline import atomic_dir, environment
 
     model, task, inputs = _load(args)
     metrics = measure(model, inputs, backends=args.backends, batch_sizes=args.batch, data=task, reference=model,
                       threads=args.threads, device=args.device, repeats=args.repeats, metric_backend=args.metric_backend)
-    result = {"model": args.model, "data": args.data, "device": args.device, "environment": environment(), **metrics}
+    result = {"model": args.model, "data": args.data, "device": args.device, "threads": args.threads or default_threads(),
+              "environment": environment(), **metrics}
     if args.out:
         with atomic_dir(args.out) as tmp:
             (tmp / "bench.json").write_text(json.dumps(result, indent=2))
