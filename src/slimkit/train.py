@@ -159,12 +159,17 @@ def fit(
     return history
 
 
+def cosine_distance(output: Tensor, target: Tensor) -> Tensor:
+    """1 - cosine similarity along the last dimension, batch-averaged."""
+    return 1 - nn.functional.cosine_similarity(output, target, dim=-1).mean()
+
+
 def cosine_to_teacher(teacher: nn.Module, n_inputs: int) -> LossFn:
     """Loss for embedding tasks without labels: 1 - cosine(student(x), teacher(x))."""
     def loss(model, batch):
         with torch.no_grad():
             target = teacher(*batch[:n_inputs])
-        return 1 - nn.functional.cosine_similarity(model(*batch[:n_inputs]), target, dim=-1).mean()
+        return cosine_distance(model(*batch[:n_inputs]), target)
 
     return loss
 

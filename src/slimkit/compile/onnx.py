@@ -107,6 +107,11 @@ def session(path: str | Path, threads: int, device: str = "cpu"):
     return ort.InferenceSession(str(path), opts, providers=providers)
 
 
+def exported_session(model: nn.Module, example_inputs: tuple, folder: str | Path, threads: int, device: str = "cpu"):
+    """Export ``model`` into ``folder`` and open it in onnxruntime (the session keeps the graph in memory)."""
+    return session(export_onnx(model, example_inputs, Path(folder) / "model.onnx"), threads, device)
+
+
 def run_session(sess, inputs: tuple) -> np.ndarray:
     feeds = {i.name: t.cpu().numpy() for i, t in zip(sess.get_inputs(), inputs)}
     return sess.run(None, feeds)[0]

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import UserError
+from ..train import cosine_distance
 
 
 def soft_target_loss(student_logits: Tensor, teacher_logits: list[Tensor], temperature: float) -> Tensor:
@@ -20,7 +21,7 @@ def embedding_loss(student: Tensor, teachers: list[Tensor], kind: str) -> Tensor
     target = torch.stack(teachers).mean(0)
     if kind == "mse":
         return F.mse_loss(student, target)
-    return 1 - F.cosine_similarity(student, target, dim=-1).mean()
+    return cosine_distance(student, target)
 
 
 class Taps:

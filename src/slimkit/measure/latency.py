@@ -75,10 +75,10 @@ def batch_of(inputs: tuple, batch_size: int) -> tuple:
 
 def onnxruntime_predictor(model: nn.Module, example_inputs: tuple, threads: int) -> Callable[..., torch.Tensor]:
     """Export ``model`` and return a callable that runs it in onnxruntime on CPU tensors."""
-    from ..compile.onnx import export_onnx, run_session, session
+    from ..compile.onnx import exported_session, run_session
 
     with tempfile.TemporaryDirectory() as tmp:
-        sess = session(export_onnx(model, example_inputs, Path(tmp) / "model.onnx"), threads)
+        sess = exported_session(model, example_inputs, tmp, threads)
     return lambda *inputs: torch.from_numpy(run_session(sess, inputs))
 
 
@@ -95,11 +95,10 @@ class _Backends:
 
     def runner(self, backend: str, inputs: tuple) -> Runner:
         if backend == "onnxruntime":
-            from ..compile.onnx import run_session, session, export_onnx
+            from ..compile.onnx import exported_session, run_session
 
             if self._session is None:
-                path = export_onnx(self.model, self.example, self.workdir / "latency.onnx")
-                self._session = session(path, self.threads, self.device)
+                self._session = exported_session(self.model, self.example, self.workdir, self.threads, self.device)
             return lambda: run_session(self._session, inputs)
         model = self.model
         if backend == "compile":
