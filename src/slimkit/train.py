@@ -80,6 +80,16 @@ def _scheduler(opt, cfg: FineTune, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
+class Callback:
+    """Hooks :func:`fit` calls while training; override the ones you need (each defaults to doing nothing)."""
+
+    def on_step(self, model: nn.Module, step: int, total: int) -> None:
+        """After optimizer step ``step`` (1-based) of ``total`` steps in the whole run."""
+
+    def on_epoch(self, model: nn.Module, epoch: int, history: dict) -> None:
+        """After epoch ``epoch`` (1-based); ``history["loss"]`` holds the mean loss of every epoch so far."""
+
+
 def classification_loss(label_smoothing: float = 0.0) -> LossFn:
     """Cross-entropy on (inputs..., labels) batches."""
     ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -95,6 +105,7 @@ def fit(
     device: str | torch.device = "cpu",
     state_file: str | Path | None = None,
     progress: bool = True,
+    callbacks: tuple[Callback, ...] = (),
 ) -> dict:
     """Train ``model`` in place on ``task.train``; returns {"loss": [mean loss per epoch], "epochs"}.
 
@@ -104,6 +115,7 @@ def fit(
         state_file: if given, the training state is saved there after every epoch and training
             resumes from it when it exists (same cfg expected).
         progress: show a progress bar (rank 0 only).
+        callbacks: :class:`Callback` objects told about every step and epoch (e.g. gradual pruning).
     """
     from tqdm.auto import tqdm
 
@@ -143,11 +155,15 @@ def fit(
             loss.backward()
             opt.step()
             sched.step()
+            for callback in callbacks:
+                callback.on_step(model, epoch * per_epoch + i + 1, per_epoch * cfg.epochs)
             total, count = total + loss.item(), count + 1
             bar.set_postfix(loss=f"{total / count:.4f}")
             bar.update()
         bar.close()
         history["loss"].append(total / max(count, 1))
+        for callback in callbacks:
+            callback.on_epoch(model, epoch + 1, history)
         if state_file and rank == 0:
             torch.save(
                 {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
