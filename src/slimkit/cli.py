@@ -128,6 +128,21 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_search(args) -> int:
+    import os
+
+    from .search import SearchConfig, search
+    from .search.objective import replace
+
+    config = replace(SearchConfig.load(args.space), sampler=args.sampler, n_trials=args.n_trials, seed=args.seed)
+    storage = args.storage or os.environ.get("SLIMKIT_STORAGE")
+    results = search(config, args.out, storage=storage, workers=args.workers, device=args.device, progress=True)
+    from .search.report import render_markdown
+
+    print(render_markdown(results))
+    return 0
+
+
 def _cmd_report(args) -> int:
     from .report import read_report, render_markdown, write_reports
 
@@ -192,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder to write bench.json into")
     _common(p)
     p.set_defaults(run=_cmd_bench)
+
+    p = sub.add_parser("search", help="hyper-parameter / architecture search with Optuna (resumable)")
+    p.add_argument("--space", required=True, help="YAML or JSON search file (model, data, budget, objectives, params)")
+    p.add_argument("--out", required=True, help="run folder (holds study.db by default); an existing search there is resumed")
+    p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db (password from PGPASSWORD; "
+                   "default: $SLIMKIT_STORAGE, else sqlite in --out)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--n-trials", type=int, help="finished trials to reach (overrides the space file)")
+    p.add_argument("--sampler", choices=["tpe", "gp", "random", "nsga2"], help="overrides the space file (default tpe)")
+    p.add_argument("--seed", type=int, help="sampler seed (overrides the space file)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_cmd_search)
 
     p = sub.add_parser("report", help="re-render report.md/html of run directories and print them")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -48,6 +48,10 @@ def _build_base(spec: str) -> nn.Module:
         from . import hf
 
         return hf.load(spec[3:])
+    if spec.startswith("arch:"):  # an slimkit.arch architecture: a YAML/JSON file or inline JSON
+        from ..arch import load_arch
+
+        return load_arch(spec[5:])
     if ":" in spec and not Path(spec).exists():
         fn = import_callable(spec)
         try:

@@ -1,0 +1,228 @@
+"""The search file: which model to build, on which data, with what trial budget, towards which objectives,
+over which space. YAML or JSON, plain data only::
+
+    version: 1
+    name: fashion-nas                     # the study name in the storage
+    model: {builder: slimkit.arch:from_params}   # or {spec: zoo:fashion-cnn} to tune training only
+    data: fashion-mnist
+    budget: {train: 10000, val: 2000, epochs: 2}
+    objectives: [metric, macs, {latency: {backend: onnxruntime, batch: 1}}]
+    sampler: tpe                          # tpe | gp | random | nsga2 (CLI --sampler overrides)
+    pruner: median                        # none | median | hyperband (single objective only)
+    n_trials: 30
+    params:
+      train.lr: {type: float, low: 0.01, high: 0.3, log: true}
+      model.s1.block: {type: categorical, choices: [basic, inverted_residual]}
+      model.s1.expand: {type: int, low: 2, high: 6, when: {model.s1.block: inverted_residual}}
+
+``train.*`` parameters are :class:`slimkit.FineTune` fields; ``model.*`` parameters go to the builder
+(``builder(params, input_shape, num_classes) -> nn.Module``; see :func:`slimkit.arch.from_params`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .space import Space
+from .study import PRUNERS, SAMPLERS
+
+OBJECTIVES = ("metric", "macs", "params", "size", "latency")
+LATENCY_BACKENDS = ("eager", "onnxruntime")
+_TOP = {"version", "name", "model", "data", "budget", "objectives", "sampler", "pruner", "n_trials", "seed",
+        "heartbeat_s", "params"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """One thing a trial is scored on.
+
+    Args:
+        name: ``metric`` (task metric on the validation split, maximised), ``macs``, ``params``,
+            ``size`` (safetensors bytes) or ``latency`` (median ms, measured on ``backend``), minimised.
+        backend: latency backend, ``eager`` or ``onnxruntime``.
+        batch: latency batch size.
+        threads: latency intra-op threads (None = slimkit's default, every core).
+        repeats: timed latency samples.
+    """
+
+    name: str
+    backend: str = "onnxruntime"
+    batch: int = 1
+    threads: int | None = None
+    repeats: int = 10
+
+    def __post_init__(self):
+        if self.name not in OBJECTIVES:
+            raise UserError(f"objectives: unknown objective {self.name!r}; choose from {', '.join(OBJECTIVES)}.")
+        if self.backend not in LATENCY_BACKENDS:
+            raise UserError(f"objectives.latency.backend: {self.backend!r} is not one of {', '.join(LATENCY_BACKENDS)}.")
+        for key in ("batch", "repeats"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise UserError(f"objectives.latency.{key}: must be a positive integer, got {getattr(self, key)!r}.")
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.name == "metric" else "minimize"
+
+    @property
+    def label(self) -> str:
+        return f"latency_ms[{self.backend}/bs{self.batch}]" if self.name == "latency" else {
+            "size": "size_bytes"}.get(self.name, self.name)
+
+    @classmethod
+    def from_data(cls, item: Any) -> "Objective":
+        if isinstance(item, str):
+            return cls(item)
+        if isinstance(item, dict) and len(item) == 1:
+            (name, options), = item.items()
+            if options is not None and not isinstance(options, dict):
+                raise UserError(f"objectives.{name}: expected a mapping of options, got {options!r}.")
+            fields = {f.name for f in dataclasses.fields(cls)} - {"name"}
+            unknown = set(options or {}) - fields
+            if unknown:
+                raise UserError(f"objectives.{name}.{sorted(unknown)[0]}: unknown option; known: {', '.join(sorted(fields))}.")
+            return cls(str(name), **(options or {}))
+        raise UserError(f"objectives: each item is a name (metric, macs, ...) or {{latency: {{backend, batch}}}}, got {item!r}.")
+
+    def to_data(self):
+        return self.name if self.name != "latency" else {"latency": {"backend": self.backend, "batch": self.batch,
+                                                                      "threads": self.threads, "repeats": self.repeats}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What one trial costs.
+
+    Args:
+        train: training samples per trial (taken from the start of the training split; None = all the rest).
+        val: samples held out from the end of the training split; the ``metric`` objective is scored on them.
+        test: test-split samples used to score the finalists at the end (None = all).
+        epochs: training epochs per trial (a ``train.epochs`` parameter overrides it).
+        max_batches: cap on batches per epoch (None = whole epoch).
+    """
+
+    train: int | None = 10000
+    val: int = 2000
+    test: int | None = None
+    epochs: int = 1
+    max_batches: int | None = None
+
+    def __post_init__(self):
+        for key in ("train", "test", "max_batches"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise UserError(f"budget.{key}: must be a positive integer or null, got {value!r}.")
+        for key in ("val", "epochs"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise UserError(f"budget.{key}: must be a positive integer, got {getattr(self, key)!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """A validated search file (see the module docstring)."""
+
+    name: str
+    model: dict
+    data: str
+    budget: Budget
+    objectives: tuple[Objective, ...]
+    space: Space
+    sampler: str = "tpe"
+    pruner: str = "none"
+    n_trials: int = 20
+    seed: int = 0
+    heartbeat_s: int = 10
+
+    def __post_init__(self):
+        if set(self.model) not in ({"builder"}, {"spec"}):
+            raise UserError("model: give exactly one of `builder: package.module:callable` (called with the model.* "
+                            "parameters, input shape and class count) or `spec: SPEC` (a fixed model; tune training only).")
+        if not self.objectives:
+            raise UserError("objectives: empty; list at least `metric`.")
+        if len({o.label for o in self.objectives}) != len(self.objectives):
+            raise UserError("objectives: an objective is listed twice.")
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"sampler: unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}.")
+        if self.pruner not in PRUNERS:
+            raise UserError(f"pruner: unknown pruner {self.pruner!r}; choose from {', '.join(PRUNERS)}.")
+        if self.pruner != "none" and len(self.objectives) > 1:
+            raise UserError("pruner: Optuna's pruners work on one objective only; use `pruner: none` for a multi-objective search.")
+        if self.pruner != "none" and self.objectives[0].name != "metric":
+            raise UserError("pruner: pruning needs the per-epoch `metric` objective; put `metric` first or use `pruner: none`.")
+        for key in ("n_trials", "heartbeat_s"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise UserError(f"{key}: must be a positive integer, got {getattr(self, key)!r}.")
+        from ..train import FineTune
+
+        tunable = {f.name for f in dataclasses.fields(FineTune)} - {"max_batches"}
+        for name in self.space.names:
+            group, _, field = name.partition(".")
+            if group not in ("train", "model") or not field:
+                raise UserError(f"params.{name}: parameter names start with `train.` (a FineTune field) or `model.` "
+                                "(passed to the model builder).")
+            if group == "train" and field not in tunable:
+                raise UserError(f"params.{name}: {field!r} is not a training option; choose from {', '.join(sorted(tunable))}.")
+            if group == "model" and "spec" in self.model:
+                raise UserError(f"params.{name}: a fixed `model: {{spec: ...}}` takes no model.* parameters; use a builder.")
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "space") -> "SearchConfig":
+        """Validate plain data; errors name the field (prefixed with ``source``)."""
+        try:
+            if not isinstance(data, dict):
+                raise UserError(f"expected a mapping with model, data, objectives and params, got {type(data).__name__}.")
+            unknown = set(data) - _TOP
+            if unknown:
+                raise UserError(f"{sorted(unknown)[0]}: unknown key; known keys: {', '.join(sorted(_TOP))}.")
+            if data.get("version", 1) != 1:
+                raise UserError(f"version: {data.get('version')!r} is not supported; use `version: 1`.")
+            if "data" not in data or not isinstance(data["data"], str):
+                raise UserError("data: missing; name the dataset (fashion-mnist, digits or package.module:callable).")
+            model = data.get("model", {"builder": "slimkit.arch:from_params"})
+            if not isinstance(model, dict):
+                raise UserError(f"model: expected {{builder: ...}} or {{spec: ...}}, got {model!r}.")
+            budget = data.get("budget") or {}
+            if not isinstance(budget, dict):
+                raise UserError(f"budget: expected a mapping, got {budget!r}.")
+            known = {f.name for f in dataclasses.fields(Budget)}
+            if set(budget) - known:
+                raise UserError(f"budget.{sorted(set(budget) - known)[0]}: unknown field; known: {', '.join(sorted(known))}.")
+            objectives = data.get("objectives", ["metric"])
+            if not isinstance(objectives, list):
+                raise UserError(f"objectives: expected a list, got {objectives!r}.")
+            return cls(name=str(data.get("name", "search")), model=model, data=data["data"], budget=Budget(**budget),
+                       objectives=tuple(Objective.from_data(o) for o in objectives),
+                       space=Space.from_dict(data.get("params")), sampler=data.get("sampler", "tpe"),
+                       pruner=str(data.get("pruner", "none")), n_trials=data.get("n_trials", 20),
+                       seed=data.get("seed", 0), heartbeat_s=data.get("heartbeat_s", 10))
+        except UserError as exc:
+            raise UserError(f"{source}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SearchConfig":
+        """Read a YAML or JSON search file (plain data; nothing is executed)."""
+        import yaml
+
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise UserError(f"Cannot read the search space {path}: {exc.strerror}; check the --space path.") from None
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise UserError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict:
+        return {"version": 1, "name": self.name, "model": dict(self.model), "data": self.data,
+                "budget": dataclasses.asdict(self.budget), "objectives": [o.to_data() for o in self.objectives],
+                "sampler": self.sampler, "pruner": self.pruner, "n_trials": self.n_trials, "seed": self.seed,
+                "heartbeat_s": self.heartbeat_s, "params": self.space.to_dict()}

@@ -1,0 +1,106 @@
+"""``slimkit search``: run (or resume) a study in a run folder with one or more worker processes, then
+export the best configuration(s) and a report."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import UserError
+from .config import SearchConfig
+from .study import STUDY_FILE, make_pruner, make_sampler, open_storage, open_study, redact, run_trials, sqlite_url
+
+RUN_FILE = "search.json"
+
+
+def _prepare_out(out: Path, config: SearchConfig, storage_label: str) -> bool:
+    """Make ``out`` ready; returns True when it was created now. A folder holding a search with the
+    same space and storage is resumed in place (never replaced); anything else there is refused."""
+    marker = out / RUN_FILE
+    if marker.is_file():
+        previous = json.loads(marker.read_text())
+        if previous.get("config") != config.to_dict() or previous.get("storage") != storage_label:
+            raise UserError(f"{out} holds a search with another space, budget, sampler or storage; "
+                            "resume it with the same --space/--sampler/--n-trials/--storage, or pick a new --out.")
+        return False
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not a slimkit search folder; pick a new --out (nothing was written).")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a file atomically (write a sibling, then rename), so readers never see half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _worker(config: SearchConfig, url: str, out: str, seed: int, threads: int, device: str, progress: bool) -> None:
+    """One worker process: open the study and run trials until the study has its N finished trials."""
+    import torch
+
+    from ..data import load_data
+    from .objective import TrialObjective
+
+    torch.set_num_threads(threads)
+    storage = open_storage(url, config.heartbeat_s)
+    study = open_study(storage, config.name, make_sampler(config.sampler, seed, config.n_trials), config.directions,
+                       make_pruner(config.pruner, config.budget.epochs))
+    objective = TrialObjective(config, load_data(config.data), out, device)
+    run_trials(study, objective, config.n_trials, progress=progress)
+
+
+def search(config: SearchConfig, out_dir: str | Path, *, storage: str | None = None, workers: int = 1,
+           device: str = "cpu", progress: bool = True) -> dict:
+    """Run or resume the study, then write results: ``results.json``, ``best/`` and ``report.{md,html}``.
+
+    Args:
+        config: the validated search file (CLI overrides already applied).
+        out_dir: the run folder; holds ``study.db`` when ``storage`` is None.
+        storage: an Optuna RDB URL (``postgresql://user@host/db``; the password from PGPASSWORD or the URL,
+            never printed or stored); default: SQLite in ``out_dir``.
+        workers: worker processes on this machine (each gets every ``cores // workers`` threads).
+    Returns:
+        the results dict (also in ``results.json``).
+    """
+    from ..data import load_data
+
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}.")
+    out = Path(out_dir)
+    label = redact(storage) if storage else f"sqlite:///{STUDY_FILE} (in the run folder)"
+    task = load_data(config.data)  # bad data fails before anything is written
+    if storage:  # fail on an unreachable server before touching the run folder
+        open_study(open_storage(storage, config.heartbeat_s), config.name, None, config.directions)
+    created = _prepare_out(out, config, label)
+    url = storage or sqlite_url(out)
+    try:
+        open_study(open_storage(url, config.heartbeat_s), config.name, None, config.directions)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    _write(out / RUN_FILE, json.dumps({"config": config.to_dict(), "storage": label}, indent=2))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    if workers == 1:
+        _worker(config, url, str(out), config.seed, threads, device, progress)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_worker, args=(config, url, str(out), config.seed + i, threads, device, progress and i == 0))
+                 for i in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        failed = [p.exitcode for p in procs if p.exitcode]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {workers} search workers failed (exit codes {failed}); "
+                               f"run the same command again to resume from {label}.")
+    from .report import export_results
+
+    return export_results(config, out, url, task, label)
