@@ -29,6 +29,7 @@ _LAZY = {
     "Distill": "slimkit.distill",
     "LowRank": "slimkit.lowrank",
     "Cluster": "slimkit.cluster",
+    "Fuse": "slimkit.compile.fuse",
 }
 
 
@@ -47,6 +48,7 @@ __all__ = [
     "Distill",
     "Export",
     "FineTune",
+    "Fuse",
     "LowRank",
     "MagnitudePrune",
     "NMSparsity",

@@ -29,6 +29,7 @@ BUILTIN_STEPS: dict[str, str] = {
     "distill": "slimkit.distill",
     "low_rank": "slimkit.lowrank",
     "cluster": "slimkit.cluster",
+    "fuse": "slimkit.compile.fuse",
 }
 
 Handler = Callable[[nn.Module, "StepConfig", Any], nn.Module]

@@ -7,11 +7,11 @@ from typing import Iterable
 
 from torch import nn
 
+from ..compile.fold import conv_bn_pairs, fold_batchnorm
 from ..recipe import register
 from .calibrate import calibrate, task_batches
 from .config import Quantize
 from .floats import cast_model
-from .fold import conv_bn_pairs, fold_batchnorm
 from .modules import QUANT_TYPES, QuantModule, WeightFormat
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
