@@ -144,12 +144,14 @@ def _cmd_search(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import read_report, render_markdown, write_reports
+    from .report import read_report, render_markdown, write_comparison, write_reports
 
-    reports = [read_report(d) for d in args.run_dirs]
-    for directory, report in zip(args.run_dirs, reports):
-        write_reports(report, directory)
-        print(render_markdown(report))
+    if len(args.run_dirs) > 1:
+        print(f"wrote {write_comparison(args.run_dirs, args.out)}")
+        return 0
+    report = read_report(args.run_dirs[0])
+    write_reports(report, args.run_dirs[0])
+    print(render_markdown(report))
     return 0
 
 
@@ -220,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=_cmd_search)
 
-    p = sub.add_parser("report", help="re-render report.md/html of run directories and print them")
+    p = sub.add_parser("report", help="re-render a run's report.md/html, or compare several runs in one page")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="report-compare.html", help="where the comparison page of several RUN_DIRs goes")
     p.set_defaults(run=_cmd_report)
 
     p = sub.add_parser("demo", help="compress the shipped Fashion-MNIST baseline with the demo recipe")

@@ -9,6 +9,7 @@ from torch import nn
 from ..data.task import Task
 from ..errors import UserError
 from .counts import count_macs, count_params
+from .layers import layer_stats, layer_weights, weight_histogram
 from .latency import BACKENDS, batch_of, measure_latency, onnxruntime_predictor
 from .memory import peak_memory
 from .metric import evaluate
@@ -60,6 +61,7 @@ def measure(
     model = model.eval().cpu()
     params, nonzero = count_params(model)
     macs, per_layer = count_macs(model, example_inputs)
+    weights = layer_weights(model)
     size, compressed = artifact_size(model, artifact)
     on_device = model.to(device)
     peak = peak_memory(on_device, tuple(t.to(device) for t in batch_of(example_inputs, max(batch_sizes))))
@@ -74,6 +76,8 @@ def measure(
         "nonzero_params": nonzero,
         "macs": macs,
         "macs_per_layer": per_layer,
+        "layers": layer_stats(weights, per_layer),
+        "weight_histogram": weight_histogram(weights),
         "size_bytes": size,
         "compressed_size_bytes": compressed,
         "peak_memory_bytes": peak,

@@ -28,18 +28,29 @@ def latency_keys(report: dict) -> list[str]:
     return list(report["baseline"].get("latency_ms", {}))
 
 
-def columns(report: dict) -> list[str]:
+def columns(report: dict, keys: list[str] | None = None) -> list[str]:
+    """Header of the stage table; ``keys``: latency columns (default: the report's)."""
     metric = report["baseline"].get("metric")
     head = [metric["name"]] if metric else []
-    return ["stage", *head, "params", "non-zero", "MACs", "size", "compressed", *[f"{k} ms" for k in latency_keys(report)]]
+    keys = latency_keys(report) if keys is None else keys
+    return ["stage", *head, "params", "non-zero", "MACs", "size", "compressed", *[f"{k} ms" for k in keys]]
 
 
-def cells(report: dict, metrics: dict) -> list[str]:
-    """Formatted cells for one row (without the stage label)."""
+def metric_cell(metric: dict | None) -> str:
+    if not metric:
+        return "-"
+    return f"{metric['value'] * 100:.2f}%" if metric["name"] == "top1" else f"{metric['value']:.4f}"
+
+
+def latency_cell(lat: dict | None) -> str:
+    return f"{lat['median']:.3g} ±{lat['iqr']:.2g}" if lat else "-"
+
+
+def cells(report: dict, metrics: dict, keys: list[str] | None = None) -> list[str]:
+    """Formatted cells for one row (without the stage label); ``keys``: latency columns (default: the report's)."""
     out = []
     if report["baseline"].get("metric"):
-        m = metrics.get("metric")
-        out.append(f"{m['value'] * 100:.2f}%" if m and m["name"] == "top1" else f"{m['value']:.4f}" if m else "-")
+        out.append(metric_cell(metrics.get("metric")))
     out += [
         human_count(metrics["params"]),
         human_count(metrics["nonzero_params"]),
@@ -47,9 +58,8 @@ def cells(report: dict, metrics: dict) -> list[str]:
         human_bytes(metrics["size_bytes"]),
         human_bytes(metrics["compressed_size_bytes"]),
     ]
-    for key in latency_keys(report):
-        lat = metrics.get("latency_ms", {}).get(key)
-        out.append(f"{lat['median']:.2f} ±{lat['iqr']:.2f}" if lat else "-")
+    for key in latency_keys(report) if keys is None else keys:
+        out.append(latency_cell(metrics.get("latency_ms", {}).get(key)))
     return out
 
 
@@ -71,3 +81,30 @@ def ratios(report: dict) -> list[tuple[str, str]]:
         scale = 100 if b["metric"]["name"] == "top1" else 1
         out.append((f"{b['metric']['name']} change", f"{delta * scale:+.2f}{' points' if scale == 100 else ''}"))
     return out
+
+
+def peer_columns(report: dict) -> list[str]:
+    batches = list(dict.fromkeys(k for p in report.get("peers") or [] for k in p.get("latency_ms", {})))
+    metric = report["baseline"].get("metric")
+    head = ["peer", "backend", *([metric["name"]] if metric else []), "size"]
+    for bs in batches:
+        head += [f"{bs} ms", f"{bs} speed-up"]
+    return head
+
+
+def peer_rows(report: dict) -> list[list[str]]:
+    """One row per peer: metric, size, and per batch size the median ± IQR and the speed-up over the
+    baseline's eager PyTorch latency at that batch size (a measured ratio; "-" where not timed)."""
+    batches = [h[:-3] for h in peer_columns(report) if h.endswith(" ms")]
+    base = report["baseline"].get("latency_ms", {})
+    rows = []
+    for peer in report.get("peers") or []:
+        row = [peer["name"], peer["backend"]]
+        if report["baseline"].get("metric"):
+            row.append(metric_cell(peer.get("metric")))
+        row.append(human_bytes(peer["size_bytes"]) if peer.get("size_bytes") else "-")
+        for bs in batches:
+            lat, ref = peer.get("latency_ms", {}).get(bs), base.get(f"eager/{bs}")
+            row += [latency_cell(lat), f"{ref['median'] / lat['median']:.2f}x" if lat and ref else "-"]
+        rows.append(row)
+    return rows
