@@ -30,10 +30,14 @@ def evaluate(
     tasks ``reference`` (the uncompressed model) supplies the target embeddings.
     """
     out = outputs(model, task, batch_size, device)
+    if task.metric == "cosine" and reference is None:
+        raise ValueError("cosine metric needs a reference model")
+    return score(out, task, outputs(reference, task, batch_size, device) if task.metric == "cosine" else None)
+
+
+def score(out: torch.Tensor, task: Task, target: torch.Tensor | None = None) -> dict:
+    """The task metric of test-set outputs ``out``; ``target`` = the reference outputs (cosine tasks)."""
     if task.metric == "top1":
         labels = task.test[task.n_inputs]
         return {"name": "top1", "value": (out.argmax(1) == labels).float().mean().item()}
-    if reference is None:
-        raise ValueError("cosine metric needs a reference model")
-    target = outputs(reference, task, batch_size, device)
     return {"name": "cosine", "value": nn.functional.cosine_similarity(out, target, dim=-1).mean().item()}
