@@ -1,12 +1,11 @@
 """Structured pruning (``channel_prune``): remove whole channels and shrink every tensor that depends on them."""
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
 import warnings
 from collections import defaultdict
-from typing import Literal
+from fnmatch import fnmatch
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +17,8 @@ from ..recipe import StepConfig, check, register
 from .graph import FIXED, analyse
 from .importance import criterion
 from .layers import WEIGHTED, ignored_names
-from .surgery import Plan, shrink
+from . import transformer
+from .surgery import Plan, kept_count, shrink
 
 MAX_RATIO = 0.99  # the largest ratio target_macs may solve for (each group keeps at least one channel anyway)
 
@@ -30,30 +30,45 @@ class ChannelPrune(StepConfig):
     Channels coupled by the graph (residual adds, concatenation, depthwise and grouped convs, norms,
     flatten into Linear) form groups, found by tracing with torch.fx; each group loses the same fraction.
     The model's outputs (the classifier) and layers the graph cannot handle keep their channels.
+    On a transformers BERT-family encoder (e.g. ``zoo:minilm``) the prunable groups are each layer's FFN
+    neurons and attention heads instead (no tracing needed); hidden sizes are kept.
 
     Args:
-        ratio: fraction of the channels removed in each prunable group, in [0, 1).
+        ratio: fraction of the channels removed in each prunable group, in [0, 1); on a BERT-family
+            encoder, the fraction of each layer's FFN neurons removed.
+        heads: fraction of the attention heads removed in each layer of a BERT-family encoder, in
+            [0, 1); every layer keeps at least one head.
         importance: ``l1``, ``l2``, ``taylor`` (|w * dL/dw|, needs data) or ``random``, summed over
             every weight a channel touches.
         ignore: module names whose input and output channels are kept (a name covers modules inside it).
         round_to: kept channels per group are rounded up to a multiple of this.
         target_macs: when set, the fraction of the baseline MACs to keep, in (0, 1]; the global ratio is
             solved by bisection and ``ratio`` is not used.
+        ratios: per-group overrides of ``ratio``: module-name glob pattern (fnmatch) -> fraction of channels
+            removed, in [0, 1). A group follows the first pattern matching one of the layers whose output
+            channels it is (``ChannelPruner.group_layers``); with ``target_macs`` the overridden groups
+            keep their ratio and the global ratio of the others is solved.
     """
 
     key = "channel_prune"
     ratio: float = 0.5
+    heads: float = 0.0
     importance: Literal["l1", "l2", "taylor", "random"] = "l2"
     ignore: tuple[str, ...] = ()
     round_to: int = 1
     target_macs: float | None = None
+    ratios: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         check(0 <= self.ratio < 1, "ratio", f"must be in [0, 1), got {self.ratio}")
+        check(0 <= self.heads < 1, "heads", f"must be in [0, 1), got {self.heads}")
         check(self.importance in ("l1", "l2", "taylor", "random"), "importance", "must be l1, l2, taylor or random")
         check(self.round_to >= 1, "round_to", f"must be >= 1, got {self.round_to}")
         check(self.target_macs is None or 0 < self.target_macs <= 1, "target_macs",
               f"must be a fraction of the baseline MACs in (0, 1], got {self.target_macs}")
+        for pattern, ratio in self.ratios.items():
+            check(bool(pattern.strip()), "ratios", "an empty module-name pattern matches nothing; use a name or glob like 'blocks.1.*'")
+            check(0 <= ratio < 1, f"ratios.{pattern}", f"must be in [0, 1), got {ratio}")
 
     @property
     def needs_data(self) -> bool:
@@ -77,7 +92,10 @@ class ChannelPruner:
         self.deps = analyse(model, example_inputs, ignored_names(model, ignore))
         self.roots = self.deps.roots()
         self.scores = self._class_scores(criterion(importance), task)
-        self.groups = self._groups()
+        self.groups, self.group_layers = self._groups()
+        was_training = model.training
+        self.layer_macs = count_macs(model, example_inputs)  # (total, per layer) of the unpruned model
+        model.train(was_training)
 
     @property
     def skipped(self) -> list[str]:
@@ -95,8 +113,8 @@ class ChannelPruner:
                 total.index_add_(0, self.roots[use.in_ids], s.transpose(0, 1).flatten(1).sum(1))
         return total
 
-    def _groups(self) -> list[Tensor]:
-        """Class roots grouped by the set of layers whose output channels they are."""
+    def _groups(self) -> tuple[list[Tensor], list[tuple[str, ...]]]:
+        """Class roots grouped by the set of layers whose output channels they are, and those layers."""
         producers = defaultdict(set)
         for i, (root, owner) in enumerate(zip(self.roots.tolist(), self.deps.owner)):
             if root != FIXED and owner is not None:
@@ -104,20 +122,45 @@ class ChannelPruner:
         groups = defaultdict(list)
         for root, owners in producers.items():
             groups[tuple(sorted(owners))].append(root)
-        return [torch.tensor(sorted(roots)) for roots in groups.values()]
+        return [torch.tensor(sorted(roots)) for roots in groups.values()], list(groups)
 
-    def removed(self, ratio: float, round_to: int = 1) -> Tensor:
-        """Boolean over ids: True where the channel is removed at ``ratio``."""
+    def resolve(self, ratios: dict[str, float]) -> dict[int, float]:
+        """Group index -> ratio for per-group overrides keyed by module-name patterns (first match wins).
+
+        Raises:
+            UserError: when a pattern matches no layer of any prunable group.
+        """
+        fixed: dict[int, float] = {}
+        for pattern, ratio in ratios.items():
+            hits = [i for i, layers in enumerate(self.group_layers) if any(fnmatch(n, pattern) for n in layers)]
+            if not hits:
+                names = ", ".join(sorted(n for layers in self.group_layers for n in layers))
+                raise UserError(f"ratios: {pattern!r} matches no layer of a prunable channel group; "
+                                f"use one of {names} (or a glob over them)")
+            for i in hits:
+                fixed.setdefault(i, ratio)
+        return fixed
+
+    def per_group(self, ratio: float | Sequence[float]) -> list[float]:
+        """One ratio per group: ``ratio`` repeated, or the sequence itself (one entry per group)."""
+        if isinstance(ratio, (int, float)):
+            return [float(ratio)] * len(self.groups)
+        if len(ratio) != len(self.groups):
+            raise ValueError(f"expected {len(self.groups)} ratios (one per channel group), got {len(ratio)}")
+        return [float(r) for r in ratio]
+
+    def removed(self, ratio: float | Sequence[float], round_to: int = 1) -> Tensor:
+        """Boolean over ids: True where the channel is removed at ``ratio`` (global, or one per group)."""
         gone = torch.zeros(len(self.roots), dtype=torch.bool)
-        for roots in self.groups:
+        for roots, ratio in zip(self.groups, self.per_group(ratio)):
             n = len(roots)
-            keep = min(n, max(1, math.ceil((n - int(ratio * n + 1e-9)) / round_to) * round_to))
+            keep = kept_count(n, ratio, round_to)
             order = torch.argsort(self.scores[roots], stable=True)
             gone[roots[order[: n - keep]]] = True
         return gone[self.roots]
 
-    def plan(self, ratio: float, round_to: int = 1) -> Plan:
-        """Kept channel indices of every module that shrinks at ``ratio``."""
+    def plan(self, ratio: float | Sequence[float], round_to: int = 1) -> Plan:
+        """Kept channel indices of every module that shrinks at ``ratio`` (global, or one per group)."""
         gone = self.removed(ratio, round_to)
         plan: Plan = {}
         for name, use in self.deps.uses.items():
@@ -129,17 +172,39 @@ class ChannelPruner:
                 plan[name] = entry
         return plan
 
-    def macs(self, ratio: float, round_to: int = 1) -> int:
-        """MACs of the model pruned at ``ratio`` (measured on a pruned copy)."""
-        pruned = shrink(copy.deepcopy(self.model), self.plan(ratio, round_to))
-        return count_macs(pruned, self.example_inputs)[0]
+    def macs(self, ratio: float | Sequence[float], round_to: int = 1) -> int:
+        """MACs of the model pruned at ``ratio`` (global, or one per group), without pruning it.
 
-    def solve(self, target_macs: float, round_to: int = 1, iterations: int = 12) -> float:
-        """The smallest global ratio whose pruned model keeps at most ``target_macs`` of the MACs."""
-        budget = target_macs * count_macs(self.model, self.example_inputs)[0]
-        if self.macs(0.0, round_to) <= budget:
+        Each Conv/Linear layer's measured baseline MACs scale with its kept output and input fractions
+        (grouped convs keep their per-group width, so only the output fraction counts); the rest is fixed.
+        """
+        total, per_layer = self.layer_macs
+        gone = self.removed(ratio, round_to)
+        for name, use in self.deps.uses.items():
+            if name not in per_layer or not isinstance(use.module, WEIGHTED):
+                continue
+            kept = 1 - float(gone[use.out_ids].double().mean())
+            if use.in_ids is not None and getattr(use.module, "groups", 1) == 1:
+                kept *= 1 - float(gone[use.in_ids].double().mean())
+            total -= per_layer[name] * (1 - kept)
+        return round(total)
+
+    def solve(self, target_macs: float, round_to: int = 1, fixed: dict[int, float] | None = None,
+              iterations: int = 12) -> float:
+        """The smallest global ratio whose pruned model keeps at most ``target_macs`` of the MACs.
+
+        Args:
+            fixed: group index -> ratio for groups that keep their own ratio (see :meth:`resolve`).
+        """
+        fixed = fixed or {}
+        budget = target_macs * self.layer_macs[0]
+
+        def macs(ratio: float) -> int:
+            return self.macs([fixed.get(i, ratio) for i in range(len(self.groups))], round_to)
+
+        if macs(0.0) <= budget:
             return 0.0
-        least = self.macs(MAX_RATIO, round_to)
+        least = macs(MAX_RATIO)
         if least > budget:
             raise UserError(
                 f"target_macs={target_macs} cannot be reached: removing {MAX_RATIO:.0%} of every prunable group "
@@ -148,26 +213,49 @@ class ChannelPruner:
         lo, hi = 0.0, MAX_RATIO
         for _ in range(iterations):
             mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if self.macs(mid, round_to) <= budget else (mid, hi)
+            lo, hi = (lo, mid) if macs(mid) <= budget else (mid, hi)
         return hi
 
 
 def _replay(model: nn.Module, entry: dict) -> nn.Module:
-    return shrink(model, entry["replay"]["plan"])
+    return transformer.sync_heads(shrink(model, entry["replay"]["plan"]))
 
 
 @register(ChannelPrune, replay=_replay)
 def channel_prune(model: nn.Module, cfg: ChannelPrune, ctx) -> nn.Module:
     """Prune channels in place; records the kept indices so checkpoints can rebuild the shapes."""
     task = ctx.require_task("channel_prune") if cfg.needs_data else ctx.task
+    if transformer.encoder_layers(model):
+        return _prune_encoder(model, cfg, ctx, task)
+    if cfg.heads:
+        raise UserError(f"channel_prune.heads applies to transformers BERT-family encoders; {type(model).__name__} "
+                        "has none. Remove `heads` (ratio prunes the channels of other models).")
     pruner = ChannelPruner(model, ctx.example_inputs, cfg.importance, cfg.ignore, task)
     for what in pruner.skipped:
         message = f"channel_prune skipped {what}: the channels it touches are kept"
         warnings.warn(message, stacklevel=2)
         ctx.notes.append(message)
-    ratio = cfg.ratio if cfg.target_macs is None else pruner.solve(cfg.target_macs, cfg.round_to)
-    plan = pruner.plan(ratio, cfg.round_to)
+    fixed = pruner.resolve(cfg.ratios)
+    ratio = cfg.ratio if cfg.target_macs is None else pruner.solve(cfg.target_macs, cfg.round_to, fixed)
+    ratios = [fixed.get(i, ratio) for i in range(len(pruner.groups))]
+    plan = pruner.plan(ratios, cfg.round_to)
     shrink(model, plan)
-    ctx.record({"ratio": ratio, "plan": plan})
-    ctx.notes.append(f"channel_prune: ratio {ratio:.3f} over {len(pruner.groups)} channel groups shrank {len(plan)} layers")
+    ctx.record({"ratio": ratio, "ratios": ratios, "plan": plan})
+    overridden = f" ({len(fixed)} with their own ratio)" if fixed else ""
+    ctx.notes.append(f"channel_prune: ratio {ratio:.3f} over {len(pruner.groups)} channel groups{overridden} "
+                     f"shrank {len(plan)} layers")
+    return model
+
+
+def _prune_encoder(model: nn.Module, cfg: ChannelPrune, ctx, task) -> nn.Module:
+    """Remove FFN neurons (``ratio``) and attention heads (``heads``) from every BERT-family layer."""
+    if cfg.target_macs is not None or cfg.ratios:
+        raise UserError("channel_prune.target_macs and .ratios are not supported on transformers encoders; set "
+                        "`ratio` (fraction of FFN neurons removed) and `heads` (fraction of attention heads removed).")
+    plan, kept = transformer.plan(model, cfg.heads, cfg.ratio, criterion(cfg.importance), task, cfg.round_to,
+                                  ignored_names(model, cfg.ignore))
+    transformer.sync_heads(shrink(model, plan))
+    ctx.record({"ratio": cfg.ratio, "heads": cfg.heads, "plan": plan})
+    per_layer = ", ".join(f"{h} heads/{n} FFN" for h, n in kept.values())
+    ctx.notes.append(f"channel_prune: {len(kept)} transformer layers keep {per_layer}")
     return model

@@ -5,6 +5,8 @@ A plan maps a module name to ``{"out": [kept output channel indices], "in": [kep
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -12,6 +14,11 @@ from ..errors import UserError
 from .graph import CONVS, NORMS
 
 Plan = dict[str, dict[str, list[int]]]
+
+
+def kept_count(n: int, ratio: float, round_to: int = 1) -> int:
+    """Channels kept of ``n`` when ``ratio`` of them go: rounded up to a multiple of ``round_to``, at least 1."""
+    return min(n, max(1, math.ceil((n - int(ratio * n + 1e-9)) / round_to) * round_to))
 
 
 def shrink(model: nn.Module, plan: Plan) -> nn.Module:

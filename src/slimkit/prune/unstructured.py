@@ -7,8 +7,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from torch.nn import functional as F
+
 from ..recipe import StepConfig, check, register
-from ..train import FineTune, fit
+from ..train import Callback, FineTune, LossFn, cosine_to_teacher, fit
 from .importance import CRITERIA, criterion, ranked_masks
 from .layers import weighted_layers
 from .masks import bitmask_bytes, current_masks, make_permanent, set_masks, sparsity
@@ -22,22 +24,30 @@ class MagnitudePrune(StepConfig):
         sparsity: fraction of the weights set to zero, in [0, 1).
         scope: ``global`` ranks all layers together; ``layer`` gives every layer the same sparsity.
         importance: ``l1``, ``l2``, ``taylor`` (|w * dL/dw| on a few batches), ``snip`` or ``random``.
-        steps: pruning rounds; round k of n reaches ``sparsity * (1 - (1 - k/n)^3)`` (cubic schedule).
-        epochs: fine-tuning epochs after each round, with the pruned weights held at zero (0 = none).
+        schedule: ``iterative`` prunes in ``steps`` rounds with ``epochs`` of fine-tuning after each;
+            ``gradual`` (AGP, Zhu & Gupta 2017) trains ``epochs`` in all and raises the sparsity ``steps``
+            times at evenly spaced training steps over the first 3/4 of them; the rest trains at the target.
+        steps: pruning rounds (mask updates); update k of n reaches ``sparsity * (1 - (1 - k/n)^3)`` (cubic).
+        epochs: iterative: fine-tuning epochs after each round; gradual: training epochs in all. The
+            pruned weights are held at zero while training (0 = no training).
         lr: peak learning rate of that fine-tuning.
         max_batches: cap on batches per fine-tuning epoch (null = whole epoch).
         ignore: module names left dense (a name covers the modules inside it).
+        distill: while training, learn from the unpruned model's soft targets (``slimkit.Distill``'s
+            default temperature and alpha) besides the labels; embedding tasks always train towards it.
     """
 
     key = "magnitude_prune"
     sparsity: float = 0.5
     scope: Literal["global", "layer"] = "global"
     importance: Literal["l1", "l2", "taylor", "snip", "random"] = "l1"
+    schedule: Literal["iterative", "gradual"] = "iterative"
     steps: int = 1
     epochs: int = 0
     lr: float = 0.01
     max_batches: int | None = None
     ignore: tuple[str, ...] = ()
+    distill: bool = False
 
     def __post_init__(self):
         check(0 <= self.sparsity < 1, "sparsity", f"must be in [0, 1), got {self.sparsity}")
@@ -46,6 +56,9 @@ class MagnitudePrune(StepConfig):
         check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
         check(self.steps == 1 or self.epochs >= 1, "epochs",
               "iterative pruning (steps > 1) fine-tunes between rounds; set epochs >= 1")
+        check(self.schedule == "iterative" or self.epochs >= 1, "epochs",
+              "gradual pruning happens during training; set epochs >= 1")
+        check(not self.distill or self.epochs >= 1, "distill", "distillation needs training; set epochs >= 1")
         check(0 < self.lr <= 10, "lr", f"must be in (0, 10], got {self.lr}")
         check(self.max_batches is None or self.max_batches >= 1, "max_batches", "must be >= 1 or null")
 
@@ -59,20 +72,75 @@ def schedule(target: float, steps: int) -> list[float]:
     return [target * (1 - (1 - k / steps) ** 3) for k in range(1, steps + 1)]
 
 
+RAMP = 0.75  # gradual schedule: the fraction of the training steps over which the sparsity rises
+
+
+class _Masker:
+    """Raises the sparsity of ``layers`` to a target; weights pruned earlier stay pruned."""
+
+    def __init__(self, model: nn.Module, layers: dict[str, nn.Module], cfg: MagnitudePrune, task):
+        self.model, self.layers, self.cfg, self.task = model, layers, cfg, task
+        self.importance = criterion(cfg.importance)
+
+    def __call__(self, target: float) -> None:
+        scores = self.importance.score(self.model, self.layers, self.task)
+        alive = current_masks(self.layers)
+        scores = {n: torch.where(alive[n], s.float(), torch.full_like(s, -1.0, dtype=torch.float)) for n, s in scores.items()}
+        set_masks(self.layers, ranked_masks(scores, target, self.cfg.scope))
+
+
+class Gradual(Callback):
+    """AGP: mask update k of n (from 0) happens after training step ``k * RAMP * total / n``."""
+
+    def __init__(self, masker: _Masker, targets: list[float]):
+        self.masker, self.targets, self.done = masker, targets, 0
+
+    def on_step(self, model: nn.Module, step: int, total: int) -> None:
+        due = min(len(self.targets), int(step * len(self.targets) / (RAMP * total)) + 1)
+        while self.done < due:
+            self.masker(self.targets[self.done])
+            self.done += 1
+
+
+def teacher_loss(teacher: nn.Module, task, label_smoothing: float) -> LossFn:
+    """Distillation from ``teacher``: ``slimkit.Distill``'s soft-target + label loss, or cosine for embeddings."""
+    if task.metric == "cosine":
+        return cosine_to_teacher(teacher, task.n_inputs)
+    from ..distill.config import Distill
+    from ..distill.losses import soft_target_loss
+
+    kd, n = Distill(), task.n_inputs
+
+    def loss(model, batch):
+        with torch.no_grad():
+            target = teacher(*batch[:n])
+        out = model(*batch[:n])
+        hard = F.cross_entropy(out, batch[n], label_smoothing=label_smoothing)
+        return kd.alpha * soft_target_loss(out, [target], kd.temperature) + (1 - kd.alpha) * hard
+
+    return loss
+
+
 @register(MagnitudePrune)
 def magnitude_prune(model: nn.Module, cfg: MagnitudePrune, ctx) -> nn.Module:
-    """Prune in ``cfg.steps`` rounds (fine-tuning between them with masks on), then bake the masks in."""
+    """Prune along the cubic schedule (iterative rounds or gradually while training), then bake the masks in."""
     task = ctx.require_task("magnitude_prune") if cfg.needs_data else ctx.task
     layers = weighted_layers(model, cfg.ignore)
-    importance = criterion(cfg.importance)
+    masker = _Masker(model, layers, cfg, task)
+    targets = schedule(cfg.sparsity, cfg.steps)
     tune = FineTune(epochs=cfg.epochs, lr=cfg.lr, max_batches=cfg.max_batches) if cfg.epochs else None
-    for target in schedule(cfg.sparsity, cfg.steps):
-        scores = importance.score(model, layers, task)
-        alive = current_masks(layers)
-        scores = {n: torch.where(alive[n], s.float(), torch.full_like(s, -1.0, dtype=torch.float)) for n, s in scores.items()}
-        set_masks(layers, ranked_masks(scores, target, cfg.scope))
+    loss_fn = None
+    if tune is not None and (cfg.distill or task.metric == "cosine"):
+        loss_fn = teacher_loss(ctx.teacher.to(ctx.device).eval(), task, tune.label_smoothing)
+    if cfg.schedule == "gradual":
+        gradual = Gradual(masker, targets)
+        gradual.on_step(model, 0, 1)  # the first update happens before training
+        fit(model, task, tune, loss_fn=loss_fn, device=ctx.device, progress=ctx.progress, callbacks=(gradual,))
+        model.to("cpu")
+    for target in targets if cfg.schedule == "iterative" else ():
+        masker(target)
         if tune is not None:
-            fit(model, task, tune, device=ctx.device, progress=ctx.progress)
+            fit(model, task, tune, loss_fn=loss_fn, device=ctx.device, progress=ctx.progress)
             model.to("cpu")
     make_permanent(layers)
     dense, encoded = bitmask_bytes(model)
