@@ -1,4 +1,6 @@
-"""MagnitudePrune, importance criteria and NMSparsity."""
+"""MagnitudePrune (schedules, sparse storage), importance criteria and NMSparsity."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -9,7 +11,9 @@ from slimkit.data.task import Task
 from slimkit.errors import UserError
 from slimkit.measure.metric import evaluate
 from slimkit.prune import MagnitudePrune, NMSparsity, Snip, Taylor, criterion, ranked_masks
-from slimkit.prune.unstructured import schedule
+from slimkit.measure import measure
+from slimkit.measure.size import pack_sparse, sparse_size, state_bytes, unpack_sparse
+from slimkit.prune.unstructured import Gradual, schedule
 from slimkit.train import FineTune, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,3 +123,58 @@ def test_two_four_sparsity_keeps_the_two_largest_of_every_four():
     assert (ctx_model[2].weight != 0).all()
     with pytest.raises(ValueError, match="n"):
         NMSparsity(n=4, m=4)
+
+
+def test_gradual_updates_follow_the_cubic_ramp_over_three_quarters_of_training():
+    targets, when = [], []
+    gradual = Gradual(targets.append, schedule(0.8, 4))
+    gradual.on_step(None, 0, 1)  # the first update, before training
+    for step in range(1, 101):
+        done = len(targets)
+        gradual.on_step(None, step, 100)
+        when += [step] * (len(targets) - done)
+    assert when == [19, 38, 57] and targets == pytest.approx(schedule(0.8, 4))
+
+
+def test_gradual_pruning_with_distillation_keeps_accuracy(trained_digits_cnn, digits):
+    cfg = MagnitudePrune(sparsity=0.8, schedule="gradual", steps=4, epochs=3, lr=0.05, distill=True)
+    pruned = slimkit.apply(copy.deepcopy(trained_digits_cnn), cfg, data=digits)
+    weights = [m.weight for m in pruned.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    total = sum(w.numel() for w in weights)
+    assert sum(int((w == 0).sum()) for w in weights) == pytest.approx(0.8 * total, abs=1)
+    assert evaluate(pruned, digits)["value"] > 0.9
+
+
+def test_schedule_options_are_validated():
+    with pytest.raises(ValueError, match="epochs: gradual pruning happens during training"):
+        MagnitudePrune(schedule="gradual", steps=1)
+    with pytest.raises(ValueError, match="distill: distillation needs training"):
+        MagnitudePrune(distill=True)
+    with pytest.raises(UserError, match="ignore: 'layer9' matches no module"):
+        slimkit.apply(two_layers(), MagnitudePrune(ignore=("layer9",)), example_inputs=(torch.randn(1, 16),))
+
+
+def test_pack_sparse_round_trips_exactly_and_keeps_dense_tensors_dense():
+    state = {"a": torch.tensor([[0.0, 1.5, 0.0], [0.0, 0.0, -2.0]]), "b": torch.randn(3),
+             "n": torch.tensor(5), "h": torch.zeros(100, dtype=torch.float16)}
+    state["h"][7] = 3.0
+    tensors, metadata = pack_sparse(state)
+    assert set(tensors) == {"a.mask", "a.values", "b", "n", "h.mask", "h.values"}
+    assert tensors["h.mask"].numel() == 13 and tensors["h.values"].tolist() == [3.0]
+    again = unpack_sparse(tensors, metadata)
+    assert set(again) == set(state)
+    for name, tensor in state.items():
+        assert torch.equal(again[name], tensor) and again[name].dtype == tensor.dtype
+
+
+def test_sparse_checkpoint_is_small_and_reloads_exactly(tmp_path, trained_digits_cnn):
+    x = torch.randn(1, 1, 8, 8)
+    pruned = slimkit.apply(copy.deepcopy(trained_digits_cnn), MagnitudePrune(sparsity=0.9), example_inputs=(x,))
+    slimkit.save_checkpoint(pruned, tmp_path / "ckpt")
+    stored, dense = (tmp_path / "ckpt" / "model.safetensors").stat().st_size, len(state_bytes(pruned))
+    assert stored == sparse_size(pruned) and stored < 0.35 * dense  # headers and dense BN tensors stay
+    metrics = measure(pruned, (x,), backends=())
+    assert (metrics["size_bytes"], metrics["sparse_size_bytes"]) == (dense, stored)
+    again = slimkit.load_model(str(tmp_path / "ckpt"))
+    for name, tensor in pruned.state_dict().items():
+        assert torch.equal(again.state_dict()[name], tensor), name

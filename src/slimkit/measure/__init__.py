@@ -13,7 +13,7 @@ from .layers import layer_stats, layer_weights, weight_histogram
 from .latency import BACKENDS, batch_of, measure_latency, onnxruntime_predictor
 from .memory import peak_memory
 from .metric import evaluate
-from .size import artifact_size
+from .size import artifact_size, sparse_size
 
 __all__ = ["measure", "default_threads", "BACKENDS"]
 
@@ -80,6 +80,7 @@ def measure(
         "weight_histogram": weight_histogram(weights),
         "size_bytes": size,
         "compressed_size_bytes": compressed,
+        "sparse_size_bytes": sparse_size(model),
         "peak_memory_bytes": peak,
         "latency_ms": latency,
         "metric": metric,

@@ -1,11 +1,20 @@
-"""Artifact size: the bytes of the deployable weights file, and what a standard codec makes of them."""
+"""Artifact size: the bytes of the deployable weights file, and what a standard codec makes of them.
+
+Sparse weights (pruned with zeros left in place) can be stored as one presence bit per element plus the
+non-zero values (:func:`pack_sparse`); ``sparse_size_bytes`` is the safetensors file in that encoding.
+"""
 from __future__ import annotations
 
+import json
 import zlib
 from pathlib import Path
 
+import numpy as np
+import torch
 from safetensors.torch import save
-from torch import nn
+from torch import Tensor, nn
+
+SPARSE_KEY = "slimkit_sparse"  # safetensors metadata: JSON {tensor name: shape} of the bitmask-encoded tensors
 
 
 def state_bytes(model: nn.Module) -> bytes:
@@ -14,6 +23,46 @@ def state_bytes(model: nn.Module) -> bytes:
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     return save(_untie(state))
+
+
+def pack_sparse(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Encode every floating tensor that gets smaller as ``NAME.mask`` (uint8, presence bits packed 8 per
+    byte) + ``NAME.values`` (the non-zeros in row-major order); returns (tensors, safetensors metadata)."""
+    tensors, shapes = {}, {}
+    for name, t in state.items():
+        t = t.detach().contiguous().cpu()
+        present = t != 0
+        nonzero = int(present.sum())
+        if t.is_floating_point() and (t.numel() + 7) // 8 + nonzero * t.element_size() < t.numel() * t.element_size():
+            tensors[f"{name}.mask"] = torch.from_numpy(np.packbits(present.flatten().numpy()))
+            tensors[f"{name}.values"] = t[present]
+            shapes[name] = list(t.shape)
+        else:
+            tensors[name] = t
+    return tensors, {SPARSE_KEY: json.dumps(shapes)}
+
+
+def unpack_sparse(tensors: dict[str, Tensor], metadata: dict[str, str] | None) -> dict[str, Tensor]:
+    """Invert :func:`pack_sparse` exactly (tensors without sparse metadata pass through)."""
+    shapes = json.loads((metadata or {}).get(SPARSE_KEY, "{}"))
+    packed = {f"{name}.{part}" for name in shapes for part in ("mask", "values")}
+    state = {k: v for k, v in tensors.items() if k not in packed}
+    for name, shape in shapes.items():
+        values = tensors[f"{name}.values"]
+        n = int(np.prod(shape))
+        present = torch.from_numpy(np.unpackbits(tensors[f"{name}.mask"].numpy(), count=n).astype(bool))
+        dense = torch.zeros(n, dtype=values.dtype)
+        dense[present] = values
+        state[name] = dense.view(shape)
+    return state
+
+
+def sparse_size(model: nn.Module) -> int:
+    """Bytes of the model's safetensors weights with sparse tensors bitmask-encoded (:func:`pack_sparse`)."""
+    from ..models.checkpoint import _untie
+
+    tensors, metadata = pack_sparse(_untie(dict(model.state_dict())))
+    return len(save(tensors, metadata))
 
 
 def compressed_size(data: bytes) -> int:

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import UserError
@@ -26,7 +27,10 @@ def set_origin(model: nn.Module, base: str | None, history: list[dict]) -> nn.Mo
 
 
 def save_checkpoint(model: nn.Module, directory: str | Path, extra: dict | None = None) -> Path:
-    """Write the weights (safetensors) and the replay history (JSON) of ``model`` into ``directory``."""
+    """Write the weights (safetensors) and the replay history (JSON) of ``model`` into ``directory``.
+
+    Tensors that are mostly zeros (pruned) are stored as a bitmask plus their non-zero values.
+    """
     info = origin(model)
     if info["base"] is None:
         raise UserError(
@@ -35,8 +39,11 @@ def save_checkpoint(model: nn.Module, directory: str | Path, extra: dict | None 
         )
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
+    from ..measure.size import pack_sparse
+
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(_untie(state), str(path / WEIGHTS_FILE))
+    tensors, metadata = pack_sparse(_untie(state))
+    save_file(tensors, str(path / WEIGHTS_FILE), metadata)
     meta = {"format": FORMAT, "version": 1, **info, **(extra or {})}
     (path / HISTORY_FILE).write_text(json.dumps(meta, indent=2))
     return path
@@ -70,8 +77,11 @@ def read_history(path: Path) -> tuple[Path, dict]:
 
 def load_weights(model: nn.Module, weights: Path) -> None:
     """Load safetensors weights into ``model`` strictly, with a clear error when they do not fit."""
+    from ..measure.size import unpack_sparse
+
     try:
-        state = load_file(str(weights))
+        with safe_open(str(weights), "pt") as f:
+            state = unpack_sparse({k: f.get_tensor(k) for k in f.keys()}, f.metadata())
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{weights} is not a valid safetensors file ({exc}). slimkit never unpickles checkpoints; re-save it with slimkit.") from exc
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -1,8 +1,6 @@
 """Weight masks that survive training (a parametrization), then become plain tensors with zeros."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -47,14 +45,3 @@ def sparsity(layers: dict[str, nn.Module]) -> float:
     total = sum(m.weight.numel() for m in layers.values())
     zeros = sum(int((m.weight == 0).sum()) for m in layers.values())
     return zeros / max(total, 1)
-
-
-def bitmask_bytes(model: nn.Module) -> tuple[int, int]:
-    """(dense bytes, bytes as one presence bit per element + the non-zero values) over the state dict."""
-    dense = encoded = 0
-    for t in model.state_dict().values():
-        size = t.numel() * t.element_size()
-        dense += size
-        sparse = math.ceil(t.numel() / 8) + int(torch.count_nonzero(t)) * t.element_size()
-        encoded += min(size, sparse) if t.is_floating_point() else size
-    return dense, encoded

@@ -13,7 +13,7 @@ from ..recipe import StepConfig, check, register
 from ..train import Callback, FineTune, LossFn, cosine_to_teacher, fit
 from .importance import CRITERIA, criterion, ranked_masks
 from .layers import weighted_layers
-from .masks import bitmask_bytes, current_masks, make_permanent, set_masks, sparsity
+from .masks import current_masks, make_permanent, set_masks, sparsity
 
 
 @dataclasses.dataclass
@@ -143,7 +143,9 @@ def magnitude_prune(model: nn.Module, cfg: MagnitudePrune, ctx) -> nn.Module:
             fit(model, task, tune, loss_fn=loss_fn, device=ctx.device, progress=ctx.progress)
             model.to("cpu")
     make_permanent(layers)
-    dense, encoded = bitmask_bytes(model)
-    ctx.notes.append(f"magnitude_prune: {sparsity(layers):.1%} of {len(layers)} layers' weights are zero; "
-                     f"weights take {dense} bytes dense, {encoded} bytes as bitmask + non-zero values")
+    from ..measure.size import sparse_size, state_bytes
+
+    ctx.notes.append(f"magnitude_prune: {sparsity(layers):.1%} of {len(layers)} layers' weights are zero; the weights "
+                     f"take {len(state_bytes(model))} bytes dense, {sparse_size(model)} bytes with sparse tensors "
+                     "stored as bitmask + non-zero values (as checkpoints store them)")
     return model
