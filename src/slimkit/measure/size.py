@@ -25,9 +25,10 @@ def state_bytes(model: nn.Module) -> bytes:
     return save(_untie(state))
 
 
-def pack_sparse(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
+def pack_sparse(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str] | None]:
     """Encode every floating tensor that gets smaller as ``NAME.mask`` (uint8, presence bits packed 8 per
-    byte) + ``NAME.values`` (the non-zeros in row-major order); returns (tensors, safetensors metadata)."""
+    byte) + ``NAME.values`` (the non-zeros in row-major order); returns (tensors, safetensors metadata),
+    the metadata None when nothing was encoded (the file is then a plain safetensors state dict)."""
     tensors, shapes = {}, {}
     for name, t in state.items():
         t = t.detach().contiguous().cpu()
@@ -39,7 +40,7 @@ def pack_sparse(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, 
             shapes[name] = list(t.shape)
         else:
             tensors[name] = t
-    return tensors, {SPARSE_KEY: json.dumps(shapes)}
+    return tensors, {SPARSE_KEY: json.dumps(shapes)} if shapes else None
 
 
 def unpack_sparse(tensors: dict[str, Tensor], metadata: dict[str, str] | None) -> dict[str, Tensor]:
