@@ -1,70 +1,91 @@
-"""Export and runtimes: fold + export equivalence, FP16 graph, backend auto, TensorRT fallback, bad ops."""
+"""Export and runtimes through bench/compile_fashion.py --smoke: fold + export equivalence, the FP16 graph,
+backend auto, peers in report.html; plus the TensorRT fallback and an unexportable op."""
+import importlib.util
 import json
 import types
+from pathlib import Path
 
 import onnx
 import pytest
 import torch
 from torch import nn
 
-import slimkit
+from slimkit.cli import main as cli
 from slimkit.compile.backends import select_backend
-from slimkit.compile.onnx import Export, export_onnx, max_abs_diff
+from slimkit.compile.onnx import Export, export_onnx
 from slimkit.errors import UserError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+BENCH = Path(__file__).parent.parent / "bench" / "compile_fashion.py"
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, fashion):
-    """zoo:fashion-cnn fused, then exported (FP32 + FP16) with backend auto over eager and onnxruntime."""
-    out = tmp_path_factory.mktemp("export")
-    original = slimkit.load_model("zoo:fashion-cnn").eval()
-    x = fashion.example_inputs(1)
-    fused = slimkit.apply(slimkit.load_model("zoo:fashion-cnn"), slimkit.Fuse(), example_inputs=x)
-    cfg = Export(fp16=True, backend="auto", candidates=("eager", "onnxruntime", "onnxruntime_fp16"), repeats=5)
-    slimkit.apply(fused, cfg, example_inputs=x, out_dir=out)
-    return original, fused, out, fashion.example_inputs(16)
+def smoke(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location("compile_fashion", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path_factory.mktemp("bench")
+    results = module.main(["--smoke", "--out", str(out)])
+    assert json.loads((out / "compile_fashion_smoke.json").read_text()) == json.loads(json.dumps(results))
+    return results, out / "compile_fashion_smoke_runs"
 
 
-def test_fold_and_export_match_the_original_within_1e5(exported):
-    original, fused, out, x = exported
-    with torch.no_grad():
-        assert (fused(*x) - original(*x)).abs().max().item() < 1e-5
-    for level in ("disable", "all"):
-        assert max_abs_diff(original, out / "model.onnx", x, opt_level=level) < 1e-5
+def test_fold_and_export_match_the_original_within_1e5(smoke):
+    (run,) = smoke[0]["auto"]
+    diffs = run["max_abs_diff"]  # over 256 Fashion-MNIST test images
+    assert diffs["fused_vs_original"] < 1e-5 and diffs["onnx_fp32_vs_original"] < 1e-5
+    assert 1e-5 < diffs["onnx_fp16_vs_original"] < 0.05  # really reduced precision, within atol_fp16
 
 
-def test_fp16_graph_holds_fp16_weights_and_stays_close(exported):
-    original, _, out, x = exported
-    graph = onnx.load(str(out / "model.fp16.onnx")).graph
-    kinds = {init.data_type for init in graph.initializer if len(init.dims) == 4}  # conv kernels
-    assert kinds == {onnx.TensorProto.FLOAT16}
-    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # FP32 at the boundary
-    diff = max_abs_diff(original, out / "model.fp16.onnx", x)
-    assert 1e-5 < diff < 0.05  # really reduced precision, still within the default atol_fp16
+def test_fp16_graph_holds_fp16_weights_with_fp32_inputs(smoke):
+    graph = onnx.load(str(smoke[1] / "export-bs1" / "model.fp16.onnx")).graph
+    assert {init.data_type for init in graph.initializer if len(init.dims) == 4} == {onnx.TensorProto.FLOAT16}
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
-def test_backend_auto_keeps_the_fastest_candidate_within_tolerance(exported):
-    record = json.loads((exported[2] / "backend.json").read_text())
+def test_backend_auto_keeps_the_fastest_candidate_within_tolerance(smoke):
+    (run,) = smoke[0]["auto"]
+    record = run["backend"]
     table = record["candidates"]
     assert set(table) == {"eager", "onnxruntime/disable", "onnxruntime/basic", "onnxruntime/extended",
                           "onnxruntime/all", "onnxruntime_fp16/all"}
     for name, row in table.items():
-        assert row["kept"] == (row["max_abs_diff"] <= record["atol"]), name
-        assert ("median_ms" in row) == row["kept"]
+        assert row["kept"] == (row["max_abs_diff"] <= record["atol"]) == ("median_ms" in row), name
     assert not table["onnxruntime_fp16/all"]["kept"]  # FP16 error is far above atol 1e-4
     timed = {n: r["median_ms"] for n, r in table.items() if r["kept"]}
     assert record["chosen"] == min(timed, key=timed.get) and len(timed) == 5
+    # the bench re-timed the choice against every kept candidate in one run
+    assert set(run["auto_over_each"]) == set(timed) and all(r > 0 for r in run["auto_over_each"].values())
 
 
-def test_tensorrt_request_without_tensorrt_warns_and_falls_back(exported, tmp_path):
-    _, fused, out, x = exported
-    ctx = types.SimpleNamespace(out_dir=out, device="cpu", notes=[], artifacts={}, threads=1, example_inputs=x)
-    with pytest.warns(UserWarning, match=r"TensorRT was requested but this onnxruntime has no TensorrtExecutionProvider.*falling back to onnxruntime on CPUExecutionProvider"):
-        record = select_backend(fused, Export(backend="tensorrt"), ctx, {"onnx": 0.0}, 1e-4)
+@pytest.mark.parametrize("name, metric", [("fashion-cnn", "top1"), ("minilm", "cosine")])
+def test_peers_are_timed_scored_and_land_in_report_html(smoke, name, metric):
+    block = smoke[0]["peers"][name]
+    rows = {p["name"]: p for p in block["peers"]}
+    assert set(rows) == {"eager", "onnxruntime", "ort_quantize_dynamic", "ort_quantize_static", "torch_dynamic_int8"}
+    for row in rows.values():
+        assert row["metric"]["name"] == metric and set(row["latency_ms"]) == {"bs1"} and row["size_bytes"] > 0
+        assert row["speedup_vs_eager"]["bs1"] == pytest.approx(rows["eager"]["latency_ms"]["bs1"]["median"]
+                                                               / row["latency_ms"]["bs1"]["median"])
+        assert 0 < block["roofline"][f"{row['name']}/bs1"]["gmacs"]
+    if metric == "cosine":
+        assert rows["onnxruntime"]["metric"]["value"] > 0.9999  # FP32 runtime: the same embeddings
+    else:
+        assert rows["onnxruntime"]["metric"] == rows["eager"]["metric"] and rows["eager"]["metric"]["value"] > 0.9
+    assert rows["ort_quantize_dynamic"]["size_bytes"] < 0.5 * rows["onnxruntime"]["size_bytes"]
+    report = json.loads((smoke[1] / f"peers-{name}" / "report.json").read_text())
+    assert report["peers"] == block["peers"]
+    html = (smoke[1] / f"peers-{name}" / "report.html").read_text()
+    assert "ort_quantize_static" in html and "torch_dynamic_int8" in html
+
+
+def test_tensorrt_request_without_tensorrt_warns_and_falls_back(smoke):
+    run_dir = smoke[1] / "export-bs1"
+    ctx = types.SimpleNamespace(out_dir=run_dir, device="cpu", notes=[], artifacts={}, threads=1, example_inputs=None)
+    with pytest.warns(UserWarning, match=r"TensorRT was requested but this onnxruntime has no TensorrtExecutionProvider.*"
+                                         r"falling back to onnxruntime on CPUExecutionProvider"):
+        record = select_backend(nn.Identity(), Export(backend="tensorrt"), ctx, {"onnx": 0.0}, 1e-4)
     assert record["chosen"] == "onnxruntime" and record["providers"] == ["CPUExecutionProvider"]
-    assert "TensorRT" in ctx.notes[0]
+    assert "TensorRT" in ctx.notes[0] and json.loads((run_dir / "backend.json").read_text()) == record
 
 
 class Eigen(nn.Module):
@@ -76,3 +97,8 @@ def test_unexportable_op_names_the_op_and_the_module(tmp_path):
     model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), Eigen())).eval()
     with pytest.raises(UserError, match=r"operator linalg_eig \(called in module 1\.1 \(Eigen\)\)"):
         export_onnx(model, (torch.randn(4, 4),), tmp_path / "m.onnx", dynamic_batch=False)
+
+
+def test_cli_peers_against_a_folder_that_is_no_run(tmp_path, capsys):
+    assert cli(["bench", "--model", "zoo:fashion-cnn", "--peers", "--against", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "not a slimkit run directory" in capsys.readouterr().err and not (tmp_path / "o").exists()

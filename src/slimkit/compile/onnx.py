@@ -100,6 +100,7 @@ def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, opset
     names = [f"input_{i}" for i in range(len(example_inputs))]
     batch = torch.export.Dim("batch", min=1, max=4096)
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # torchvision-op notices
+    logging.getLogger("onnxscript.optimizer").setLevel(logging.ERROR)  # constant-folding notices on shape ops
     try:
         with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -190,6 +191,7 @@ def export(model: nn.Module, cfg: Export, ctx) -> nn.Module:
     batch 1 and 2 in onnxruntime, and choose the backend (backend.json)."""
     from .backends import select_backend
 
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
     path = export_onnx(model, ctx.example_inputs, ctx.out_dir / "model.onnx", cfg.opset, cfg.dynamic_batch)
     probe = ctx.batch(2) if cfg.dynamic_batch else ctx.example_inputs
     diff = max_abs_diff(model, path, probe, ctx.threads, cfg.ort_opt_level)

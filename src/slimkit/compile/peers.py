@@ -50,6 +50,7 @@ def build_peers(model: nn.Module, example_inputs: tuple, workdir: Path, threads:
     if unknown:
         raise UserError(f"Unknown peer(s) {unknown}; choose from {', '.join(PEERS)}.")
     model = model.eval().cpu()
+    ours = [slimkit_peer(Path(against), threads)] if against is not None else []  # bad --against fails first
     peers, skipped = [], {}
     fp32 = workdir / "fp32.onnx"
     if any(p.startswith(("onnxruntime", "ort_")) for p in include):
@@ -62,9 +63,7 @@ def build_peers(model: nn.Module, example_inputs: tuple, workdir: Path, threads:
             skipped[name] = str(exc)
             continue
         peers.append(peer)
-    if against is not None:
-        peers.append(slimkit_peer(Path(against), threads))
-    return peers, skipped
+    return peers + ours, skipped
 
 
 class _Skip(Exception):
