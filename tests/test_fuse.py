@@ -89,6 +89,23 @@ def test_fuse_removes_identity_dropout_folds_constants_and_linear_bn():
     assert [n for n, _ in fused.named_buffers()] == ["folded_constant_0"]
 
 
+class InPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor([1.0, 2.0]))
+
+    def forward(self, x):
+        w = self.p.clone()
+        w.mul_(2)  # an in-place op on a weight-only value: must still run on every call
+        return x * w
+
+
+def test_constant_folding_leaves_in_place_ops_alone():
+    fused, result = fuse_model(InPlace())
+    x = torch.ones(1, 2)
+    assert result.constants == 0 and torch.equal(fused(x), fused(x)) and fused(x).tolist() == [[2.0, 4.0]]
+
+
 class Branchy(nn.Module):
     """Data-dependent control flow: torch.fx cannot trace it."""
 

@@ -105,7 +105,8 @@ def choose(model: nn.Module, predictors: dict[str, Predictor], inputs: tuple, at
 
 
 def select_backend(model: nn.Module, cfg, ctx, diffs: dict[str, float], atol: float) -> dict:
-    """Resolve ``cfg.backend`` for the Export step and write backend.json into the run directory."""
+    """Resolve ``cfg.backend`` for the Export step; any backend but the default onnxruntime is recorded
+    in backend.json in the run directory."""
     onnx_path = ctx.out_dir / "model.onnx"
     fp16_path = ctx.out_dir / "model.fp16.onnx" if cfg.fp16 else None
     record = {"requested": cfg.backend, "ort_opt_level": cfg.ort_opt_level, "onnx_max_abs_diff": diffs}
@@ -127,6 +128,7 @@ def select_backend(model: nn.Module, cfg, ctx, diffs: dict[str, float], atol: fl
             ctx.notes.append("export: auto dropped " + "; ".join(f"{n}: {r}" for n, r in dropped.items()))
     else:
         record["chosen"] = cfg.backend
-    (ctx.out_dir / "backend.json").write_text(json.dumps(record, indent=2))
-    ctx.artifacts["backend"] = "backend.json"
+    if cfg.backend != "onnxruntime":  # the default needs no record: model.onnx is what it runs
+        (ctx.out_dir / "backend.json").write_text(json.dumps(record, indent=2))
+        ctx.artifacts["backend"] = "backend.json"
     return record

@@ -93,7 +93,7 @@ def fuse_model(model: nn.Module, cfg: Fuse = Fuse()) -> tuple[nn.Module, FuseRes
         result.constants = _fold_constants(gm)
     if cfg.fuse_activations:
         result.fused = _fuse_activations(gm)
-    gm.graph.eliminate_dead_code()
+    gm.graph.eliminate_dead_code(_mutates)
     gm.graph.lint()
     # A fresh GraphModule keeps only what the graph references, so folded BatchNorms and the weights that
     # constants were computed from leave the state dict.
@@ -157,8 +157,8 @@ def _fold_constants(gm: fx.GraphModule) -> int:
     for node in gm.graph.nodes:
         if node.op == "get_attr":
             values[node] = _attr(gm, node.target)
-        elif node.op in ("call_function", "call_method") and node.all_input_nodes and all(
-                n in values for n in node.all_input_nodes):
+        elif (node.op in ("call_function", "call_method") and node.all_input_nodes and not _mutates(node)
+              and all(n in values for n in node.all_input_nodes)):
             args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
             fn = node.target if node.op == "call_function" else getattr(args[0], node.target)
             with torch.no_grad():
@@ -166,15 +166,22 @@ def _fold_constants(gm: fx.GraphModule) -> int:
     count = 0
     for node, value in values.items():
         # fold the frontier only: computed constants consumed by something that is not constant
-        if node.op == "get_attr" or not isinstance(value, torch.Tensor) or all(u in values for u in node.users):
+        if (node.op == "get_attr" or not isinstance(value, torch.Tensor) or all(u in values for u in node.users)
+                or any(_mutates(u) for u in node.users)):  # a buffer must not be changed in place on every call
             continue
         name = f"folded_constant_{count}"
         gm.register_buffer(name, value.detach().clone())
         with gm.graph.inserting_before(node):
             node.replace_all_uses_with(gm.graph.get_attr(name))
         count += 1
-    gm.graph.eliminate_dead_code()
+    gm.graph.eliminate_dead_code(_mutates)
     return count
+
+
+def _mutates(node: fx.Node) -> bool:
+    """In-place ops (``add_``, ``out=``) and side effects must run at inference time, not at fuse time."""
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    return node.is_impure() or name.endswith("_") or "out" in node.kwargs
 
 
 def _attr(gm: nn.Module, target: str):
