@@ -19,27 +19,39 @@ API (small and stable; the compression-policy search builds on it)::
 - :mod:`.study`: storage, samplers (tpe, gp, random, nsga2), pruners (median, hyperband), ``run_trials``, ``redact``.
 - :mod:`.objective`: ``TrialObjective`` (train on the budget, score on held-out data, measure, checkpoint).
 - :mod:`.run`: ``search()`` (run folder, workers, resume); :mod:`.report`: results, best/, report.html.
+- :mod:`.policy`: compression policy search (per-group channel-pruning ratios under a MACs budget, exported as
+  a recipe); :mod:`.sensitivity`: per-group pruning sensitivity; :mod:`.netadapt`: the greedy baseline.
 
 Optuna is imported only when a study is opened (``pip install 'slimkit[search]'``).
 """
 from .config import Budget, Objective, SearchConfig
+from .netadapt import netadapt
+from .policy import Policy, PruningProblem, holdout, search_policy
 from .run import search
 from .space import Param, Space
+from .sensitivity import prune_sensitivity, ratio_caps
 from .study import counts, make_pruner, make_sampler, open_storage, open_study, redact, run_trials, sqlite_url
 
 __all__ = [
     "Budget",
     "Objective",
     "Param",
+    "Policy",
+    "PruningProblem",
     "SearchConfig",
     "Space",
     "counts",
+    "holdout",
     "make_pruner",
     "make_sampler",
+    "netadapt",
     "open_storage",
     "open_study",
+    "prune_sensitivity",
+    "ratio_caps",
     "redact",
     "run_trials",
     "search",
+    "search_policy",
     "sqlite_url",
 ]
