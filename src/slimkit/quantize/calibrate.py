@@ -17,6 +17,14 @@ def task_batches(task: Task, n_batches: int, batch_size: int) -> list[tuple[torc
     return [b for _, b in zip(range(n_batches), batches(inputs, batch_size))]
 
 
+def require_batches(data: Iterable[tuple]) -> list[tuple]:
+    """``data`` as a list of input tuples (so it can be read more than once); UserError when empty."""
+    data = [b if isinstance(b, (tuple, list)) else (b,) for b in data]
+    if not data:
+        raise UserError("The calibration data yielded no batches; pass a non-empty loader (or a Task with training samples).")
+    return data
+
+
 @torch.inference_mode()
 def calibrate(model: nn.Module, layers: list[str], data: Iterable[tuple], observer: str,
               progress: bool = False) -> dict[str, tuple[Observer, Observer]]:
@@ -34,16 +42,13 @@ def calibrate(model: nn.Module, layers: list[str], data: Iterable[tuple], observ
             observers[name][1].observe(output)
         return record
 
+    data = require_batches(data)
     handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in layers]
-    seen = 0
     try:
         model.eval()
         for batch in tqdm(data, desc="calibrating", disable=not progress, leave=False):
-            model(*(batch if isinstance(batch, (tuple, list)) else (batch,)))
-            seen += 1
+            model(*batch)
     finally:
         for h in handles:
             h.remove()
-    if seen == 0:
-        raise UserError("The calibration data yielded no batches; pass a non-empty loader (or a Task with training samples).")
     return observers

@@ -2,12 +2,76 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
-from ..recipe import StepConfig, check
+from ..recipe import ConfigError, StepConfig, check
 
-WEIGHT_FORMATS = ("int8", "int7", "int6", "int5", "int4", "int3", "int2", "fp16", "bf16")
+WEIGHT_FORMATS = ("int8", "int7", "int6", "int5", "int4", "int3", "int2", "binary", "fp16", "bf16")
 Observer = Literal["minmax", "moving_average", "percentile", "mse", "entropy"]
+
+
+@dataclasses.dataclass
+class QATOptions(StepConfig):
+    """Quantization-aware training (the ``qat`` mapping of :class:`Quantize`).
+
+    Args:
+        epochs: passes over the training data.
+        max_batches: batches per epoch; null = the whole epoch.
+        lr: AdamW learning rate (cosine schedule).
+        batch_size: samples per step.
+        lsq: learn the step sizes (scales) of weights and activations (LSQ) instead of taking weight
+            scales from min-max of the current weights and activation scales from calibration.
+    """
+
+    key = "qat"
+    epochs: int = 1
+    max_batches: int | None = 300
+    lr: float = 1e-4
+    batch_size: int = 64
+    lsq: bool = False
+
+    def __post_init__(self):
+        check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        check(self.max_batches is None or self.max_batches >= 1, "max_batches", "must be >= 1 or null")
+        check(0 < self.lr <= 1, "lr", f"must be in (0, 1], got {self.lr}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclasses.dataclass
+class MixedOptions(StepConfig):
+    """Mixed precision (the ``mixed`` mapping of :class:`Quantize`): bit widths per layer under a size budget.
+
+    Args:
+        bits: candidate weight widths (2..8); every layer starts at the widest.
+        size_ratio: budget as a fraction of the FP32 model's bytes (give this or ``budget_bytes``).
+        budget_bytes: budget in bytes of the quantized model's tensors.
+        samples: training samples held out to measure each layer's sensitivity.
+    """
+
+    key = "mixed"
+    bits: tuple[int, ...] = (4, 8)
+    size_ratio: float | None = None
+    budget_bytes: int | None = None
+    samples: int = 1000
+
+    def __post_init__(self):
+        check(len(self.bits) >= 2 and all(2 <= b <= 8 for b in self.bits), "bits",
+              f"needs two or more widths in 2..8, got {list(self.bits)}")
+        check((self.size_ratio is None) != (self.budget_bytes is None), "size_ratio",
+              "give exactly one of size_ratio or budget_bytes")
+        check(self.size_ratio is None or 0 < self.size_ratio <= 1, "size_ratio", f"must be in (0, 1], got {self.size_ratio}")
+        check(self.budget_bytes is None or self.budget_bytes > 0, "budget_bytes", "must be > 0")
+        check(self.samples >= 1, "samples", "must be >= 1")
+
+
+def _options(cls: type[StepConfig], value: dict | None, field: str) -> StepConfig | None:
+    """Validate a nested mapping of options, naming the field in errors (``qat: lr: ...``)."""
+    if value is None:
+        return None
+    try:
+        return cls.from_dict(dict(value))
+    except ConfigError as exc:
+        raise ConfigError(field, f"{exc.field}: {exc.message}") from exc
 
 
 @dataclasses.dataclass
@@ -19,7 +83,8 @@ class Quantize(StepConfig):
     training inputs and exports to ONNX as QDQ, which onnxruntime runs with integer kernels.
 
     Args:
-        weights: ``int2``..``int8`` (integer), or ``fp16``/``bf16`` (float cast, norms kept in FP32).
+        weights: ``int2``..``int8`` (integer), ``binary`` (sign times a per-channel mean magnitude,
+            1 bit per weight), or ``fp16``/``bf16`` (float cast, norms kept in FP32).
         activations: ``int8`` (static: ranges calibrated on data), ``dynamic`` (weights stored in
             int8, activations left in float for runtimes that quantize them on the fly) or ``none``
             (weight-only).
@@ -34,10 +99,18 @@ class Quantize(StepConfig):
         batch_size: samples per calibration batch.
         fold_batchnorm: fold BatchNorm into the preceding Conv2d before quantizing.
         exclude: fnmatch patterns of module names to keep in float (e.g. ``stem.*``, ``fc``).
+        cle: Cross-Layer Equalization: rescale conv->relu->conv pairs (after BatchNorm folding) so
+            their per-channel weight ranges match; the float model's outputs do not change.
+        bias_correction: shift each quantized layer's bias by its mean output error on calibration data.
+        adaround: learn each layer's rounding (up or down) on calibration data (AdaRound).
+        adaround_iterations: Adam steps per layer for AdaRound.
+        qat: quantization-aware training options (:class:`QATOptions`), e.g. ``{max_batches: 300, lsq: true}``.
+        mixed: per-layer bit widths under a size budget (:class:`MixedOptions`), e.g.
+            ``{bits: [4, 8], size_ratio: 0.15}``; ``weights`` must then be the widest candidate.
     """
 
     key = "quantize"
-    weights: Literal["int8", "int7", "int6", "int5", "int4", "int3", "int2", "fp16", "bf16"] = "int8"
+    weights: Literal["int8", "int7", "int6", "int5", "int4", "int3", "int2", "binary", "fp16", "bf16"] = "int8"
     activations: Literal["int8", "dynamic", "none"] = "int8"
     granularity: Literal["per_channel", "per_tensor"] = "per_channel"
     observer: Observer = "minmax"
@@ -49,24 +122,44 @@ class Quantize(StepConfig):
     batch_size: int = 64
     fold_batchnorm: bool = True
     exclude: tuple[str, ...] = ()
+    cle: bool = False
+    bias_correction: bool = False
+    adaround: bool = False
+    adaround_iterations: int = 1000
+    qat: dict[str, Any] | None = None
+    mixed: dict[str, Any] | None = None
 
     def __post_init__(self):
         check(self.weights in WEIGHT_FORMATS, "weights",
               f"{self.weights!r} is not supported; use one of {', '.join(WEIGHT_FORMATS)}")
         check(not (self.is_float and self.activations != "none"), "activations",
               f"must be none with {self.weights} weights (float casts quantize no activations)")
-        check(not (self.activations != "none" and self.bits not in (None, 8)), "activations",
-              f"integer activations need int8 weights; use activations: none with {self.weights} weights")
+        check(not (self.activations == "dynamic" and self.bits != 8), "activations",
+              f"dynamic activations need int8 weights; use activations: int8 or none with {self.weights} weights")
+        check(not (self.activations == "int8" and self.group_size), "group_size",
+              "static int8 activations need one weight scale per channel; set group_size: null")
         check(not (self.activations == "int8" and not self.symmetric), "symmetric",
               "static int8 needs symmetric weights (onnxruntime's integer kernels require weight zero point 0)")
         check(self.group_size is None or self.group_size >= 2, "group_size", f"must be >= 2 or null, got {self.group_size}")
         check(self.calibration_batches >= 1, "calibration_batches", "must be >= 1")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.adaround_iterations >= 1, "adaround_iterations", "must be >= 1")
+        self.qat_options = _options(QATOptions, self.qat, "qat")
+        self.mixed_options = _options(MixedOptions, self.mixed, "mixed")
+        integer = self.bits is not None and self.bits > 1
+        for name in ("cle", "bias_correction", "adaround", "qat", "mixed"):
+            check(not getattr(self, name) or integer, name, f"needs integer weights (int2..int8), not {self.weights}")
+        check(not (self.cle and not self.fold_batchnorm), "cle", "needs fold_batchnorm: true (pairs are equalized through folded BatchNorms)")
+        check(not (self.adaround and self.qat), "adaround", "choose adaround or qat, not both (QAT learns the weights itself)")
+        if self.mixed_options:
+            widest = max(self.mixed_options.bits)
+            check(self.bits == widest, "weights", f"must be int{widest}, the widest of mixed.bits")
+            check(self.group_size is None, "group_size", "mixed precision uses per-channel scales; set group_size: null")
 
     @property
     def needs_data(self) -> bool:
-        """Static activation quantization calibrates on data; weight-only and float casts do not."""
-        return self.activations == "int8"
+        """Static activations, AdaRound, bias correction, QAT and mixed precision use data."""
+        return self.activations == "int8" or bool(self.adaround or self.bias_correction or self.qat or self.mixed)
 
     @property
     def is_float(self) -> bool:
@@ -74,5 +167,5 @@ class Quantize(StepConfig):
 
     @property
     def bits(self) -> int | None:
-        """Integer weight width, or None for float casts."""
-        return None if self.is_float else int(self.weights[3:])
+        """Integer weight width (1 for binary), or None for float casts."""
+        return None if self.is_float else 1 if self.weights == "binary" else int(self.weights[3:])

@@ -1,18 +1,27 @@
 """``quantize_model``: fold, calibrate and swap layers for quantized ones; the ``quantize`` step handler."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fnmatch
+import json
 from typing import Iterable
 
 from torch import nn
 
 from ..compile.fold import conv_bn_pairs, fold_batchnorm
+from ..data.task import Task
+from ..errors import UserError
 from ..recipe import register
-from .calibrate import calibrate, task_batches
+from .adaround import adaround_model
+from .bias_correction import correct_biases
+from .calibrate import calibrate, require_batches, task_batches
+from .cle import equalization_pairs, equalize
 from .config import Quantize
 from .floats import cast_model
+from .mixed import plan_mixed, tensor_bytes
 from .modules import QUANT_TYPES, QuantModule, WeightFormat
+from .qat import train_quantized
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
@@ -25,24 +34,49 @@ class Plan:
         folded: (conv, batchnorm) names folded together.
         layers: quantized layer name -> its :class:`WeightFormat` fields and whether activations are static.
         skipped: layer name -> why it stayed in float.
+        equalized: (first, second) conv pairs rescaled by Cross-Layer Equalization.
+        mixed: the mixed-precision budget, and per layer its sensitivity, bytes and chosen bits.
+        adaround: per layer, reconstruction error of round-to-nearest and of AdaRound.
+        bias_correction: per layer, the mean absolute bias shift applied.
+        qat: training history of quantization-aware training.
     """
 
     folded: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     layers: dict[str, dict] = dataclasses.field(default_factory=dict)
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    equalized: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    mixed: dict | None = None
+    adaround: dict[str, dict] = dataclasses.field(default_factory=dict)
+    bias_correction: dict[str, float] = dataclasses.field(default_factory=dict)
+    qat: dict | None = None
 
     def notes(self) -> list[str]:
         lines = [f"quantize: {len(self.layers)} layers quantized, {len(self.folded)} BatchNorms folded"]
+        if self.equalized:
+            lines.append(f"quantize: cross-layer equalization of {len(self.equalized)} conv pairs")
+        if self.mixed:
+            widths = sorted({v["bits"] for v in self.mixed["layers"].values()})
+            counts = ", ".join(f"{sum(v['bits'] == b for v in self.mixed['layers'].values())} at int{b}" for b in widths)
+            lines.append(f"quantize: mixed precision {counts}; estimated {self.mixed['estimated_bytes']} bytes "
+                         f"(budget {self.mixed['budget_bytes']})")
+        if self.adaround:
+            rtn = sum(v["rtn_error"] for v in self.adaround.values())
+            ada = sum(v["adaround_error"] for v in self.adaround.values())
+            lines.append(f"quantize: AdaRound on {len(self.adaround)} layers, reconstruction error {ada:.4g} vs {rtn:.4g} rounding to nearest")
+        if self.bias_correction:
+            lines.append(f"quantize: bias correction on {len(self.bias_correction)} layers")
+        if self.qat:
+            lines.append(f"quantize: QAT, final training loss {self.qat['loss'][-1]:.4f}")
         lines += [f"quantize: {name} stays float ({why})" for name, why in self.skipped.items()]
         return lines
 
 
-def _weight_format(cfg: Quantize, module: nn.Module) -> WeightFormat:
+def _weight_format(cfg: Quantize, module: nn.Module, bits: int) -> WeightFormat:
     group = cfg.group_size
     if group and (isinstance(module, nn.Embedding) or module.weight[0].numel() % group):
         group = None
-    return WeightFormat(cfg.bits, cfg.symmetric, group, cfg.granularity == "per_channel",
-                        cfg.reduce_range and cfg.bits == 8 and cfg.activations != "none")
+    return WeightFormat(bits, cfg.symmetric, group, cfg.granularity == "per_channel",
+                        cfg.reduce_range and bits == 8 and cfg.activations != "none")
 
 
 def _targets(model: nn.Module, cfg: Quantize, plan: Plan) -> dict[str, nn.Module]:
@@ -61,38 +95,69 @@ def _targets(model: nn.Module, cfg: Quantize, plan: Plan) -> dict[str, nn.Module
 
 
 def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple] | None = None,
-                   progress: bool = False) -> tuple[nn.Module, Plan]:
+                   progress: bool = False, task: Task | None = None, device: str = "cpu") -> tuple[nn.Module, Plan]:
     """Quantize ``model`` in place as ``cfg`` says and return it with the :class:`Plan` that was applied.
 
+    Order: fold BatchNorms, equalize pairs (``cle``), calibrate, choose bits (``mixed``), round to nearest,
+    then AdaRound or QAT, then bias correction.
+
     Args:
-        calibration: iterable of model-input tuples (a data loader); required for ``activations: int8``.
-        progress: show a progress bar while calibrating.
+        calibration: iterable of model-input tuples (a data loader); required for ``activations: int8``,
+            ``adaround`` and ``bias_correction``.
+        progress: show progress bars.
+        task: training data for ``qat`` and ``mixed``.
+        device: where QAT trains.
     """
     plan = Plan()
     if cfg.is_float:
         return cast_model(model, cfg.weights), plan
     model.eval()
+    float_bytes = tensor_bytes(model)
     if cfg.fold_batchnorm:
         plan.folded = conv_bn_pairs(model)
         fold_batchnorm(model, plan.folded)
+    if cfg.cle:
+        plan.equalized = equalization_pairs(model)
+        equalize(model, plan.equalized)
     targets = _targets(model, cfg, plan)
+    if not targets:
+        raise UserError("quantize: no layer to quantize: kernels exist for Linear, Conv2d (zero padding) and Embedding "
+                        f"only; float layers: {plan.skipped or 'none'}. Remove the step or adjust exclude.")
+    if (cfg.qat or cfg.mixed) and task is None:
+        raise UserError("quantize with qat or mixed needs training data; pass data (e.g. --data fashion-mnist).")
     static = cfg.activations == "int8"
+    calibration = None if calibration is None else require_batches(calibration)
+    if calibration is None and (static or cfg.adaround or cfg.bias_correction):
+        raise UserError("quantize: activations: int8, adaround and bias_correction need calibration data; pass data.")
     observers = {}
     if static:
-        if calibration is None:
-            raise ValueError("activations: int8 needs calibration data")
         activated = [n for n, m in targets.items() if not isinstance(m, nn.Embedding)]
         observers = calibrate(model, activated, calibration, cfg.observer, progress)
         for name in [n for n in activated if observers[n][0].batches == 0]:
             plan.skipped[name] = "never called during calibration"
             del targets[name]
+    bits = dict.fromkeys(targets, cfg.bits)
+    if cfg.mixed_options:
+        plan.mixed = plan_mixed(model, targets, lambda m, b: _weight_format(cfg, m, b), static, cfg.mixed_options,
+                                task, cfg.weight_observer, float_bytes, progress)
+        bits = {name: layer["bits"] for name, layer in plan.mixed["layers"].items()}
+    float_model = copy.deepcopy(model) if cfg.bias_correction or cfg.qat else None
+    float_params = {}
     for name, module in targets.items():
-        fmt = _weight_format(cfg, module)
+        fmt = _weight_format(cfg, module, bits[name])
         layer_static = static and not isinstance(module, nn.Embedding)
         quant = QUANT_TYPES[type(module)](module, fmt, layer_static)
         quant.load_float(module.weight, getattr(module, "bias", None), cfg.weight_observer, *observers.get(name, ()))
         model.set_submodule(name, quant)
         plan.layers[name] = {**dataclasses.asdict(fmt), "static": layer_static}
+        bias = getattr(module, "bias", None)
+        float_params[name] = (module.weight.detach().clone(), None if bias is None else bias.detach().clone())
+    if cfg.adaround:
+        plan.adaround = adaround_model(model, float_params, calibration, cfg.adaround_iterations, progress)
+    if cfg.qat_options:
+        plan.qat = train_quantized(model, float_params, task, cfg.qat_options, float_model, device, progress)
+    if cfg.bias_correction:
+        plan.bias_correction = correct_biases(float_model, model, list(targets), calibration, progress)
     return model, plan
 
 
@@ -117,10 +182,13 @@ def _replay(model: nn.Module, entry: dict) -> nn.Module:
 def quantize_step(model: nn.Module, cfg: Quantize, ctx) -> nn.Module:
     """Quantize with calibration on ``ctx.task`` when activations are static; list float layers in notes."""
     calibration = None
-    if cfg.activations == "int8":
+    if cfg.needs_data:
         calibration = task_batches(ctx.require_task("quantize"), cfg.calibration_batches, cfg.batch_size)
-    model, plan = quantize_model(model, cfg, calibration, ctx.progress)
+    model, plan = quantize_model(model, cfg, calibration, ctx.progress, ctx.task, ctx.device)
     ctx.notes.extend(plan.notes())
+    if plan.mixed:
+        (ctx.out_dir / "quantize_mixed.json").write_text(json.dumps(plan.mixed, indent=2))
+        ctx.artifacts["quantize_mixed"] = "quantize_mixed.json"
     ctx.record(dataclasses.asdict(plan))
     return model
 

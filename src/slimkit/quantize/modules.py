@@ -28,7 +28,7 @@ class WeightFormat:
     """How one layer's weight is stored.
 
     Args:
-        bits: integer width, 2..8.
+        bits: integer width, 2..8, or 1 for binary weights (sign times a per-channel mean magnitude).
         symmetric: zero point fixed at 0 (required for onnxruntime's integer kernels).
         group_size: values per scale along the input dimension; None = one scale per output channel.
         per_channel: one scale per output channel (or per group) rather than one for the tensor.
@@ -43,7 +43,7 @@ class WeightFormat:
 
     @property
     def qmin_qmax(self) -> tuple[int, int]:
-        return qrange(self.bits, True, self.reduce_range)
+        return (-1, 1) if self.bits == 1 else qrange(self.bits, True, self.reduce_range)
 
 
 class QuantModule(nn.Module, abc.ABC):
@@ -82,28 +82,58 @@ class QuantModule(nn.Module, abc.ABC):
                    input_observer: Observer | None = None, output_observer: Observer | None = None) -> None:
         """Quantize ``weight`` (and ``bias``) choosing ranges with the named observer; with static
         activations, set input/output ranges from the calibrated observers."""
+        scale, zero = self.weight_qparams(weight, weight_observer)
+        act = {}
+        if self.static:
+            act = {side: qparams(*obs.range(ACT_QMIN, ACT_QMAX, False), ACT_QMIN, ACT_QMAX, False)
+                   for side, obs in (("input", input_observer), ("output", output_observer))}
+        self.load_quantized(self.quantize_weight(weight, scale, zero), scale, zero, bias, act)
+
+    @torch.no_grad()
+    def weight_qparams(self, weight: Tensor, weight_observer: str) -> tuple[Tensor, Tensor]:
+        """(scale, zero point) of ``weight``, one per row of :meth:`_rows` (binary: the mean magnitude)."""
         qmin, qmax = self.fmt.qmin_qmax
         rows = self._rows(weight.float())
-        weight_observer = make_observer(weight_observer, axis=0 if rows.shape[0] > 1 else None)
-        weight_observer.observe(rows)
-        lo, hi = weight_observer.range(qmin, qmax, self.fmt.symmetric)
-        scale, zero = qparams(lo, hi, qmin, qmax, self.fmt.symmetric)
-        q = quantize(rows, scale, zero, qmin, qmax, axis=0 if scale.dim() else None).reshape(self.weight_shape)
+        if self.fmt.bits == 1:
+            return rows.abs().mean(1), torch.zeros(rows.shape[0], dtype=torch.int32)
+        observer = make_observer(weight_observer, axis=0 if rows.shape[0] > 1 else None)
+        observer.observe(rows)
+        return qparams(*observer.range(qmin, qmax, self.fmt.symmetric), qmin, qmax, self.fmt.symmetric)
+
+    def quantize_weight(self, weight: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
+        """Integers of ``weight`` rounded to nearest (binary: signs) with row-wise ``scale``/``zero``."""
+        rows = self._rows(weight.float())
+        if self.fmt.bits == 1:
+            q = torch.where(rows >= 0, 1, -1).to(torch.int32)
+        else:
+            q = quantize(rows, scale, zero, *self.fmt.qmin_qmax, axis=0 if scale.dim() else None)
+        return q.reshape(self.weight_shape)
+
+    @torch.no_grad()
+    def load_quantized(self, q: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None,
+                       act: dict[str, tuple[Tensor, Tensor]]) -> None:
+        """Store integer weights ``q`` with their scales, the bias, and (static) activation qparams by side."""
         self.weight_scale.copy_(scale.reshape(self.weight_scale.shape))
         self.weight_zero_point.copy_(zero.reshape(self.weight_zero_point.shape))
         if storage_bits(self.fmt.bits) == 8:
             self.weight_q.copy_(q.to(torch.int8))
         else:
-            self.weight_packed.copy_(pack(q, self.fmt.bits, qmin))
+            self.weight_packed.copy_(pack(q, self.fmt.bits, self.fmt.qmin_qmax[0]))
         if self.static:
-            for side, obs in (("input", input_observer), ("output", output_observer)):
-                s, z = qparams(*obs.range(ACT_QMIN, ACT_QMAX, False), ACT_QMIN, ACT_QMAX, False)
+            for side, (s, z) in act.items():
                 getattr(self, f"{side}_scale").copy_(s)
                 getattr(self, f"{side}_zero_point").copy_(z)
             self._refresh()
-            if bias is not None:
-                self.bias_q.copy_(torch.round(bias.float() / self._bias_scale()).clamp(*INT32).to(torch.int32))
-        elif bias is not None:
+        self.set_bias(bias)
+
+    @torch.no_grad()
+    def set_bias(self, bias: Tensor | None) -> None:
+        """Store a float bias (as int32 with scale input_scale * weight_scale when static)."""
+        if bias is None:
+            return
+        if self.static:
+            self.bias_q.copy_(torch.round(bias.float() / self._bias_scale()).clamp(*INT32).to(torch.int32))
+        else:
             self.bias.copy_(bias.float())
 
     def _rows(self, weight: Tensor) -> Tensor:
@@ -147,9 +177,13 @@ class QuantModule(nn.Module, abc.ABC):
     def forward(self, x: Tensor) -> Tensor:
         return self.qdq(self.compute(self.qdq(x, "input")), "output")
 
-    @abc.abstractmethod
     def compute(self, x: Tensor) -> Tensor:
-        """The float operation on (dequantized) inputs."""
+        """The float operation on (dequantized) inputs with the dequantized weight."""
+        return self.op(x, self.weight(), self.bias_value())
+
+    @abc.abstractmethod
+    def op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The layer's float operation with the given weight and bias (AdaRound and QAT pass their own)."""
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight_shape)}, bits={self.fmt.bits}, static={self.static}, group_size={self.fmt.group_size}"
@@ -161,8 +195,8 @@ class QuantLinear(QuantModule):
     def __init__(self, linear: nn.Linear, fmt: WeightFormat, static: bool):
         super().__init__(linear.weight.shape, fmt, static, linear.bias is not None)
 
-    def compute(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight(), self.bias_value())
+    def op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return F.linear(x, weight, bias)
 
 
 class QuantConv2d(QuantModule):
@@ -172,8 +206,8 @@ class QuantConv2d(QuantModule):
         super().__init__(conv.weight.shape, fmt, static, conv.bias is not None)
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
 
-    def compute(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight(), self.bias_value(), self.stride, self.padding, self.dilation, self.groups)
+    def op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class QuantEmbedding(QuantModule):
@@ -182,6 +216,9 @@ class QuantEmbedding(QuantModule):
     def __init__(self, embedding: nn.Embedding, fmt: WeightFormat, static: bool = False):
         super().__init__(embedding.weight.shape, dataclasses.replace(fmt, group_size=None, per_channel=True), False, False)
         self.padding_idx = embedding.padding_idx
+
+    def op(self, ids: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        return F.embedding(ids, weight, self.padding_idx)
 
     def compute(self, ids: Tensor) -> Tensor:
         if storage_bits(self.fmt.bits) != 8:

@@ -66,15 +66,19 @@ def sqnr(reference: Tensor, approx: Tensor) -> float:
 
 
 def storage_bits(bits: int) -> int:
-    """Bits per stored value: 2, 4 or 8 (values are packed into bytes)."""
-    return 2 if bits <= 2 else 4 if bits <= 4 else 8
+    """Bits per stored value: 1 (binary signs), 2, 4 or 8 (values are packed into bytes)."""
+    return bits if bits <= 2 else 4 if bits <= 4 else 8
 
 
 def pack(q: Tensor, bits: int, qmin: int) -> Tensor:
-    """Pack integers in [qmin, qmin + 2**bits) into a flat uint8 tensor, ``8 // storage_bits`` per byte."""
+    """Pack integers in [qmin, qmin + 2**bits) into a flat uint8 tensor, ``8 // storage_bits`` per byte.
+
+    ``bits == 1`` packs signs (values -1/+1, one bit each).
+    """
     width = storage_bits(bits)
     per_byte = 8 // width
-    flat = (q.flatten().to(torch.int32) - qmin).to(torch.uint8)
+    flat = (q.flatten() > 0) if bits == 1 else q.flatten().to(torch.int32) - qmin
+    flat = flat.to(torch.uint8)
     flat = torch.nn.functional.pad(flat, (0, -flat.numel() % per_byte)).reshape(-1, per_byte)
     shifts = torch.arange(per_byte, dtype=torch.uint8) * width
     return (flat << shifts).sum(1, dtype=torch.uint8) if per_byte > 1 else flat.flatten()
@@ -86,4 +90,5 @@ def unpack(packed: Tensor, bits: int, qmin: int, shape: torch.Size | tuple[int, 
     per_byte = 8 // width
     shifts = torch.arange(per_byte, dtype=torch.uint8) * width
     values = (packed.reshape(-1, 1) >> shifts) & (2**width - 1) if per_byte > 1 else packed.reshape(-1, 1)
-    return (values.flatten()[: math.prod(shape)].to(torch.int32) + qmin).reshape(shape)
+    values = values.flatten()[: math.prod(shape)].to(torch.int32)
+    return (values * 2 - 1 if bits == 1 else values + qmin).reshape(shape)
