@@ -163,11 +163,19 @@ def layer_charts(report: dict) -> list[str]:
                             percent=True, subtitle="share of each layer's baseline weights removed or zero, after each step that changed it"))
     sensitivity = report.get("sensitivity")
     if sensitivity and sensitivity.get("layers"):
-        layers = sensitivity["layers"]
-        names = _layer_names([layers], lambda n: abs(layers[n]))
-        out.append(bars("layer-sensitivity", "Per-layer sensitivity", names, {sensitivity.get("metric", "metric drop"):
-                        [layers[n] for n in names]}, str(sensitivity.get("metric", "metric drop"))))
+        out.append(_sensitivity_chart(sensitivity))
     return out
+
+
+def _sensitivity_chart(sensitivity: dict) -> str:
+    """``{"metric": label, "layers": {name: drop}}``, or ``{name: {ratio: drop}}`` for one series per pruning ratio."""
+    layers = {n: v if isinstance(v, dict) else {"": v} for n, v in sensitivity["layers"].items()}
+    ratios = list(dict.fromkeys(r for v in layers.values() for r in v))
+    names = _layer_names([layers], lambda n: max(abs(v) for v in layers[n].values()))
+    unit = str(sensitivity.get("metric", "metric lost"))
+    series = {(f"pruned {float(r):.0%}" if r != "" else unit): [layers[n].get(r) for n in names] for r in ratios}
+    return bars("layer-sensitivity", "Per-layer sensitivity", names, series, unit,
+                subtitle="metric lost when only this layer is compressed, every other layer left whole")
 
 
 def _differs(a: list, b: list, tolerance: float = 0.005) -> bool:

@@ -18,15 +18,15 @@ td,th{border:1px solid #e5e7eb;padding:5px 10px;text-align:right;white-space:now
 th{background:#f3f4f6;font-weight:600}tr:nth-child(even) td{background:#fafafa}
 .charts{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .charts svg{border:1px solid #e5e7eb;border-radius:6px;background:#fff;max-width:100%;height:auto}
-code,pre{background:#f3f4f6;border-radius:4px;font-size:13px}code{padding:1px 5px}pre{padding:8px 12px;overflow-x:auto}
-li{margin:2px 0}"""
+code,pre{background:#f3f4f6;border-radius:4px;font-size:13px}code{padding:1px 5px}pre{padding:8px 12px;white-space:pre-wrap}
+li{margin:2px 0}.wide{overflow-x:auto}"""
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
-    out = ["<table><thead><tr>", *[f"<th>{escape(h)}</th>" for h in head], "</tr></thead><tbody>"]
+    out = ['<div class="wide"><table><thead><tr>', *[f"<th>{escape(h)}</th>" for h in head], "</tr></thead><tbody>"]
     for row in rows:
         out += ["<tr>", *[f"<td>{escape(str(c))}</td>" for c in row], "</tr>"]
-    return "".join(out + ["</tbody></table>"])
+    return "".join(out + ["</tbody></table></div>"])
 
 
 def _section(title: str, intro: str, charts: list[str]) -> list[str]:
@@ -60,7 +60,7 @@ def render_html(report: dict) -> str:
         "were timed side by side (round-robin) in one run.</p>",
         _table(columns(report), [[label, *cells(report, m)] for label, m in stages(report)]),
         "<h2>Final against baseline</h2>",
-        _table(["", ""], [list(r) for r in ratios(report)]),
+        _table(["measure", "value"], [list(r) for r in ratios(report)]),
     ]
     if report.get("peers"):
         body += ["<h2>Peers</h2>", '<p class="note">The obvious alternatives timed on the same inputs; speed-up is '
@@ -105,7 +105,7 @@ def render_comparison(runs: dict[str, dict]) -> str:
             "the runs used the same machine, threads and load.</p>",
             _table(head, rows)]
     for label, r in runs.items():
-        body += [f"<h2>{escape(label)}: final against baseline</h2>", _table(["", ""], [list(x) for x in ratios(r)])]
+        body += [f"<h2>{escape(label)}: final against baseline</h2>", _table(["measure", "value"], [list(x) for x in ratios(r)])]
     body += _section("Trade-offs", "Each run's baseline (square) and final model (circle); the dashed staircase joins "
                      "the Pareto front.", tradeoff_charts(runs, finals_only=True))
     return _page(title, body)

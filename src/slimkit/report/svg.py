@@ -274,9 +274,9 @@ def pareto(chart_id: str, title: str, points: list[Point], xlabel: str, ylabel: 
 
 
 def _point_labels(labels: dict[tuple[int, int], list[str]]) -> list[str]:
-    """Letters beside their points, each moved to the first nearby spot that no earlier letter covers."""
-    out, taken = [], []
-    for (x, y), letters in labels.items():
+    """Letters beside their points, each moved to the first nearby spot that no marker or earlier letter covers."""
+    out, taken = [], [(x - 7, y - 7, x + 7, y + 7) for x, y in labels]
+    for (x, y), letters in sorted(labels.items(), key=lambda item: item[0][1]):  # top first: it takes the spot above
         text = ",".join(letters)
         w = 7 * len(text)
         for dx, dy, anchor in ((8, -6, "start"), (8, 14, "start"), (-8, -6, "end"), (-8, 14, "end"), (8, -18, "start"),
