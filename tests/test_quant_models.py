@@ -121,8 +121,8 @@ def test_fp16_transformer_block_keeps_layernorm_fp32():
 def test_bad_input_messages(fashion_small):
     with pytest.raises(UserError, match=r"steps\[0\]\.quantize\.weights"):
         Recipe.from_dict({"steps": [{"quantize": {"weights": "int16"}}]})
-    with pytest.raises(UserError, match="activations"):
-        Recipe.from_dict({"steps": [{"quantize": {"weights": "int4", "activations": "int8"}}]})
+    with pytest.raises(UserError, match="activations: dynamic activations need int8 weights"):
+        Recipe.from_dict({"steps": [{"quantize": {"weights": "int4", "activations": "dynamic"}}]})
     model = slimkit.load_model("zoo:fashion-cnn")
     with pytest.raises(UserError, match="no batches"):
         q.quantize_model(model, q.Quantize(), calibration=[])

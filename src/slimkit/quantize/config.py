@@ -146,9 +146,9 @@ class Quantize(StepConfig):
         check(self.adaround_iterations >= 1, "adaround_iterations", "must be >= 1")
         self.qat_options = _options(QATOptions, self.qat, "qat")
         self.mixed_options = _options(MixedOptions, self.mixed, "mixed")
-        integer = self.bits is not None and self.bits > 1
         for name in ("cle", "bias_correction", "adaround", "qat", "mixed"):
-            check(not getattr(self, name) or integer, name, f"needs integer weights (int2..int8), not {self.weights}")
+            allowed = self.bits is not None and (self.bits > 1 or name in ("cle", "bias_correction"))
+            check(not getattr(self, name) or allowed, name, f"needs integer weights (int2..int8), not {self.weights}")
         check(not (self.cle and not self.fold_batchnorm), "cle", "needs fold_batchnorm: true (pairs are equalized through folded BatchNorms)")
         check(not (self.adaround and self.qat), "adaround", "choose adaround or qat, not both (QAT learns the weights itself)")
         if self.mixed_options:
