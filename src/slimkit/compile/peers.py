@@ -59,8 +59,12 @@ def build_peers(model: nn.Module, example_inputs: tuple, workdir: Path, threads:
     for name in include:
         try:
             peer = _build(name, model, fp32, workdir, threads, calibration, weights)
+            peer.predict(*example_inputs)  # compiles (torch.compile) and proves the peer runs here
         except _Skip as exc:
             skipped[name] = str(exc)
+            continue
+        except Exception as exc:  # e.g. inductor without a C++ compiler: report it, time the others
+            skipped[name] = f"failed here: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             continue
         peers.append(peer)
     return peers + ours, skipped
