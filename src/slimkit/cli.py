@@ -102,14 +102,19 @@ def _cmd_compress(args) -> int:
 
 
 def _cmd_bench(args) -> int:
+    from .compile.roofline import peak_gmacs, roofline
     from .measure import default_threads, measure
     from .pipeline import atomic_dir, environment
 
+    if args.peers or args.against:
+        return _cmd_peers(args)
     model, task, inputs = _load(args)
+    threads = args.threads or default_threads()
     metrics = measure(model, inputs, backends=args.backends, batch_sizes=args.batch, data=task, reference=model,
-                      threads=args.threads, device=args.device, repeats=args.repeats, metric_backend=args.metric_backend)
-    result = {"model": args.model, "data": args.data, "device": args.device, "threads": args.threads or default_threads(),
-              "environment": environment(), **metrics}
+                      threads=threads, device=args.device, repeats=args.repeats, metric_backend=args.metric_backend)
+    result = {"model": args.model, "data": args.data, "device": args.device, "threads": threads,
+              "environment": environment(), **metrics,
+              "roofline": roofline(metrics["macs"], metrics["latency_ms"], peak_gmacs(threads, args.device))}
     if args.out:
         with atomic_dir(args.out) as tmp:
             (tmp / "bench.json").write_text(json.dumps(result, indent=2))
@@ -123,8 +128,33 @@ def _cmd_bench(args) -> int:
               f"({human_bytes(metrics['compressed_size_bytes'])} zlib), peak memory {human_bytes(metrics['peak_memory_bytes'])}")
         if metrics["metric"]:
             print(f"{metrics['metric']['name']}: {metrics['metric']['value']:.4f}")
+        roof = result["roofline"]
+        print(f"measured peak (FP32 matmul): {roof['peak_gmacs']:.1f} GMAC/s")
         for key, lat in metrics["latency_ms"].items():
-            print(f"  {key:<24} {lat['median']:10.3f} ms  (IQR {lat['iqr']:.3f})")
+            print(f"  {key:<24} {lat['median']:10.3f} ms  (IQR {lat['iqr']:.3f})  "
+                  f"{roof[key]['gmacs']:8.2f} GMAC/s = {roof[key]['fraction']:.1%} of peak")
+    return 0
+
+
+def _cmd_peers(args) -> int:
+    from .compile.peers import peer_report, table
+    from .measure import default_threads
+    from .pipeline import atomic_dir
+
+    model, task, inputs = _load(args)
+    report = peer_report(model, inputs, labels={"model": args.model, "data": args.data}, task=task, against=args.against,
+                         batch_sizes=args.batch, threads=args.threads or default_threads(), repeats=args.repeats,
+                         device=args.device, progress=True)
+    if args.out:
+        from .report import write_reports
+
+        with atomic_dir(args.out) as tmp:
+            write_reports(report, tmp)
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        print(table(report["peers"]))
+        print("\n".join(report["notes"]))
     return 0
 
 
@@ -206,7 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="SPEC")
     p.add_argument("--repeats", type=int, default=30, help="timed samples per latency number")
     p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("--out", help="folder to write bench.json into")
+    p.add_argument("--out", help="folder to write bench.json into (with --peers: report.json/.md/.html)")
+    p.add_argument("--peers", action="store_true", help="time the obvious alternatives side by side: eager, "
+                   "torch.compile, onnxruntime FP32 and its quantize_dynamic/quantize_static, torch dynamic int8")
+    p.add_argument("--against", metavar="RUN_DIR", help="with --peers: add slimkit's result (a `slimkit compress` --out)")
     _common(p)
     p.set_defaults(run=_cmd_bench)
 
