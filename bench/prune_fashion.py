@@ -6,7 +6,7 @@
 
 Full mode runs two recipes through slimkit.compress and measures baseline and result in the same run:
 - magnitude: global L1 magnitude pruning to 90% sparsity, gradually (cubic AGP over 30 mask updates) while
-  training 3 epochs with distillation from the unpruned model (target: at most 1.0 point top-1 lost);
+  training 4 epochs with distillation from the unpruned model (target: at most 1.0 point top-1 lost);
 - channel: channel pruning solved for <= 50% of the baseline MACs, then fine-tuning (targets: at most 1.0
   point lost, >= 1.6x lower median latency at batch 1 and 64, same backend).
 Writes bench/results/prune_fashion.json (or --out); run directories go beside it, in prune_fashion_runs/.
@@ -34,7 +34,7 @@ def recipes(smoke: bool) -> dict[str, sk.Recipe]:
             "channel": sk.Recipe([ChannelPrune(target_macs=0.5), sk.FineTune(epochs=1, lr=0.01, max_batches=1)]),
         }
     return {
-        "magnitude": sk.Recipe([MagnitudePrune(sparsity=0.9, schedule="gradual", steps=30, epochs=3, lr=0.01,
+        "magnitude": sk.Recipe([MagnitudePrune(sparsity=0.9, schedule="gradual", steps=30, epochs=4, lr=0.02,
                                                distill=True)]),
         "channel": sk.Recipe([ChannelPrune(target_macs=0.5), sk.FineTune(epochs=4, lr=0.02)]),
     }

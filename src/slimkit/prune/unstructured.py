@@ -26,7 +26,7 @@ class MagnitudePrune(StepConfig):
         importance: ``l1``, ``l2``, ``taylor`` (|w * dL/dw| on a few batches), ``snip`` or ``random``.
         schedule: ``iterative`` prunes in ``steps`` rounds with ``epochs`` of fine-tuning after each;
             ``gradual`` (AGP, Zhu & Gupta 2017) trains ``epochs`` in all and raises the sparsity ``steps``
-            times at evenly spaced training steps over the first 3/4 of them; the rest trains at the target.
+            times at evenly spaced training steps over the first half of them; the rest trains at the target.
         steps: pruning rounds (mask updates); update k of n reaches ``sparsity * (1 - (1 - k/n)^3)`` (cubic).
         epochs: iterative: fine-tuning epochs after each round; gradual: training epochs in all. The
             pruned weights are held at zero while training (0 = no training).
@@ -72,7 +72,8 @@ def schedule(target: float, steps: int) -> list[float]:
     return [target * (1 - (1 - k / steps) ** 3) for k in range(1, steps + 1)]
 
 
-RAMP = 0.75  # gradual schedule: the fraction of the training steps over which the sparsity rises
+RAMP = 0.5  # gradual schedule: the fraction of the training steps over which the sparsity rises (0.5 beat 0.75
+# on digits-cnn at 80% and 90% sparsity, 8 epochs: the last pruned weights need time at a high learning rate)
 
 
 class _Masker:
