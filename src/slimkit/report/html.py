@@ -15,7 +15,7 @@ margin:0 auto;padding:24px 32px 48px;color:#1f2937;max-width:1280px;background:#
 h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 8px;padding-top:8px;border-top:1px solid #e5e7eb}
 p.meta,p.note{color:#4b5563;margin:4px 0 12px}table{border-collapse:collapse;margin:8px 0 16px;background:#fff;font-size:14px}
 td,th{border:1px solid #e5e7eb;padding:5px 10px;text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}
-th{background:#f3f4f6;font-weight:600}tr:nth-child(even) td{background:#fafafa}
+th{background:#f3f4f6;font-weight:600;white-space:normal}tr:nth-child(even) td{background:#fafafa}
 .charts{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .charts svg{border:1px solid #e5e7eb;border-radius:6px;background:#fff;max-width:100%;height:auto}
 code,pre{background:#f3f4f6;border-radius:4px;font-size:13px}code{padding:1px 5px}pre{padding:8px 12px;white-space:pre-wrap}

@@ -174,13 +174,19 @@ def bars(chart_id: str, title: str, groups: list[str], series: dict[str, list[fl
         parts += _swatches([("square", colour(i), n) for i, n in enumerate(names)], left, legend_y + 4)[0]
     show = (lambda v: f"{v * 100:.3g}%") if percent else number
     parts += _x_axis(ax, top - 4, top + rows_h, unit, show if percent else None)
+    if reference:
+        x = ax(reference[0])
+        anchor = "end" if x > left + plot_w * 0.6 else "middle"
+        parts.append(f'<line x1="{x:.1f}" y1="{top - 8}" x2="{x:.1f}" y2="{top + rows_h}" stroke="{INK}" '
+                     f'stroke-dasharray="5 3"/><text x="{x:.1f}" y="{top - 12}" text-anchor="{anchor}" '
+                     f'class="v">{escape(reference[1])}</text>')
     y = top
-    for group in groups:
+    for g, group in enumerate(groups):
         shown = group if len(group) * _CHAR <= label_w - 10 else group[: int((label_w - 10) / _CHAR) - 1] + "…"
         parts.append(f'<text x="{left - 8}" y="{y + len(names) * bar / 2 + 4:.1f}" text-anchor="end">'
                      f"<title>{escape(group)}</title>{escape(shown)}</text>")
         for s, name in enumerate(names):
-            value = series[name][groups.index(group)]
+            value = series[name][g]
             if value is None:
                 parts.append(f'<text x="{left + 4}" y="{y + bar - 4}" class="v">n/a</text>')
             else:
@@ -191,12 +197,6 @@ def bars(chart_id: str, title: str, groups: list[str], series: dict[str, list[fl
             y += bar
         y += gap
     parts.append(f'<line x1="{left}" y1="{top - 4}" x2="{left}" y2="{top + rows_h}" stroke="{INK}"/>')
-    if reference:
-        x = ax(reference[0])
-        anchor = "end" if x > left + plot_w * 0.6 else "middle"
-        parts.append(f'<line x1="{x:.1f}" y1="{top - 8}" x2="{x:.1f}" y2="{top + rows_h}" stroke="{INK}" '
-                     f'stroke-dasharray="5 3"/><text x="{x:.1f}" y="{top - 12}" text-anchor="{anchor}" '
-                     f'class="v">{escape(reference[1])}</text>')
     return "".join(parts) + "</svg>"
 
 

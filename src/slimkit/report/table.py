@@ -42,8 +42,13 @@ def metric_cell(metric: dict | None) -> str:
     return f"{metric['value'] * 100:.2f}%" if metric["name"] == "top1" else f"{metric['value']:.4f}"
 
 
+def milliseconds(v: float) -> str:
+    """3 significant digits without scientific notation: 0.452, 2.45, 141, 1820."""
+    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+
+
 def latency_cell(lat: dict | None) -> str:
-    return f"{lat['median']:.3g} ±{lat['iqr']:.2g}" if lat else "-"
+    return f"{milliseconds(lat['median'])} ±{milliseconds(lat['iqr'])}" if lat else "-"
 
 
 def cells(report: dict, metrics: dict, keys: list[str] | None = None) -> list[str]:
@@ -75,7 +80,7 @@ def ratios(report: dict) -> list[tuple[str, str]]:
     for key in latency_keys(report):
         if key in after:
             out.append((f"speed-up {key} (baseline / final latency)", f"{before[key]['median'] / after[key]['median']:.2f}x "
-                        f"({before[key]['median']:.3g} -> {after[key]['median']:.3g} ms)"))
+                        f"({milliseconds(before[key]['median'])} -> {milliseconds(after[key]['median'])} ms)"))
     if b.get("metric") and f.get("metric"):
         delta = f["metric"]["value"] - b["metric"]["value"]
         scale = 100 if b["metric"]["name"] == "top1" else 1
