@@ -55,7 +55,7 @@ def test_peers_and_roofline_are_drawn_when_present():
         "roofline": {"peak_gmacs": 40.0, "eager/bs1": {"gmacs": 10.0, "fraction": 0.25}}}
     page = render_html(report)
     assert _charts(page)[-1] == "roofline" and "eager/bs1 (25.0% of peak)" in page and "peak 40 GMAC/s" in page
-    assert "<td>onnxruntime quantize_dynamic</td><td>onnxruntime</td><td>88.50%</td><td>1.50 KB</td><td>1 ±0.05</td>" \
+    assert "<td class=l>onnxruntime quantize_dynamic</td><td class=l>onnxruntime</td><td>88.50%</td><td>1.50 KB</td><td>1 ±0.05</td>" \
            "<td>2.00x</td>" in page  # speed-up over the baseline's eager bs1 (2.0 ms)
     assert "torch.compile &lt;inductor&gt;" in page
     # the peer with a metric is a diamond on both trade-off charts; the one without is in the table only
@@ -90,8 +90,9 @@ def test_report_compares_runs_and_rejects_a_directory_without_a_report(tmp_path,
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {out}"
     page = out.read_text()
-    assert "<td>a</td><td>&lt;script&gt;alert(1)&lt;/script&gt;</td><td>d&amp;d</td><td>export</td><td>90.00%</td><td>89.00%</td>" in page
-    assert "<td>b</td>" in page and _charts(page) == ["pareto-size", "pareto-latency-bs1"]
+    assert ("<td class=l>a</td><td class=l>&lt;script&gt;alert(1)&lt;/script&gt;</td><td class=l>d&amp;d</td>"
+            "<td class=l>export</td><td class=l>cpu</td><td>2</td><td>90.00%</td><td>89.00%</td>") in page
+    assert "<td class=l>b</td>" in page and _charts(page) == ["pareto-size", "pareto-latency-bs1"]
     out.unlink()
     assert main(["report", str(tmp_path / "a"), str(tmp_path), "--out", str(out)]) == 2
     assert "report.json" in capsys.readouterr().err and not out.exists()

@@ -100,7 +100,8 @@ def tradeoff_charts(runs: dict[str, dict], *, finals_only: bool = False) -> list
         if len(points) > 1:
             out.append(pareto(f"pareto-latency-{batch}", f"Latency against {axis[0].split(' (')[0]}, batch {batch[2:]}",
                               points, f"median latency per batch of {batch[2:]} (ms)", axis[0], shapes=shapes,
-                              subtitle=f"threads: {first['threads']}, device: {first['device']}; top-left is better"))
+                              subtitle=("each run timed in its own session" if finals_only else
+                                        f"threads: {first['threads']}, device: {first['device']}") + "; top-left is better"))
     return out
 
 

@@ -14,18 +14,22 @@ _CSS = """:root{color-scheme:light}body{font:15px/1.5 system-ui,-apple-system,'S
 margin:0 auto;padding:24px 32px 48px;color:#1f2937;max-width:1280px;background:#f9fafb}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 8px;padding-top:8px;border-top:1px solid #e5e7eb}
 p.meta,p.note{color:#4b5563;margin:4px 0 12px}table{border-collapse:collapse;margin:8px 0 16px;background:#fff;font-size:14px}
-td,th{border:1px solid #e5e7eb;padding:5px 10px;text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}
+td,th{border:1px solid #e5e7eb;padding:5px 10px;text-align:right;white-space:nowrap}td.l,th.l{text-align:left}
 th{background:#f3f4f6;font-weight:600;white-space:normal}tr:nth-child(even) td{background:#fafafa}
 .charts{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .charts svg{border:1px solid #e5e7eb;border-radius:6px;background:#fff;max-width:100%;height:auto}
 code,pre{background:#f3f4f6;border-radius:4px;font-size:13px}code{padding:1px 5px}pre{padding:8px 12px;white-space:pre-wrap}
-li{margin:2px 0}.wide{overflow-x:auto}"""
+li{margin:2px 0}.wide{overflow-x:auto}.row{display:flex;flex-wrap:wrap;gap:0 32px}h3{font-size:16px;margin:12px 0 0}"""
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    out = ['<div class="wide"><table><thead><tr>', *[f"<th>{escape(h)}</th>" for h in head], "</tr></thead><tbody>"]
+def _table(head: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+    """An escaped table; the first ``text_columns`` columns align left, the numbers right."""
+    def cell(tag: str, i: int, value) -> str:
+        return f'<{tag}{" class=l" if i < text_columns else ""}>{escape(str(value))}</{tag}>'
+
+    out = ['<div class="wide"><table><thead><tr>', *[cell("th", i, h) for i, h in enumerate(head)], "</tr></thead><tbody>"]
     for row in rows:
-        out += ["<tr>", *[f"<td>{escape(str(c))}</td>" for c in row], "</tr>"]
+        out += ["<tr>", *[cell("td", i, c) for i, c in enumerate(row)], "</tr>"]
     return "".join(out + ["</tbody></table></div>"])
 
 
@@ -65,7 +69,7 @@ def render_html(report: dict) -> str:
     if report.get("peers"):
         body += ["<h2>Peers</h2>", '<p class="note">The obvious alternatives timed on the same inputs; speed-up is '
                  "the baseline's eager PyTorch median latency divided by the peer's, at the same batch size.</p>",
-                 _table(peer_columns(report), peer_rows(report))]
+                 _table(peer_columns(report), peer_rows(report), text_columns=2)]
     runs = {"run": report}
     body += _section("Trade-offs", "Each point is one model; the dashed staircase joins the Pareto front, the models "
                      "no other model beats on both axes (outlined, and bold in the list).", tradeoff_charts(runs))
@@ -89,23 +93,25 @@ def render_comparison(runs: dict[str, dict]) -> str:
     keys = list(dict.fromkeys(k for r in runs.values() for k in latency_keys(r)))
     first = next(iter(runs.values()))
     metric = first["baseline"].get("metric")
-    head = ["run", "model", "data", "steps", *(["baseline " + metric["name"]] if metric else []),
+    head = ["run", "model", "data", "steps", "device", "threads", *(["baseline " + metric["name"]] if metric else []),
             *columns(first, keys)[1:]]
     rows = []
     for label, r in runs.items():
         steps = " → ".join(s["name"] for s in r["steps"]) or "(none)"
         same_metric = bool(metric) and (r["baseline"].get("metric") or {}).get("name") == metric["name"]
         final = r["final"] if same_metric or not metric else r["final"] | {"metric": None}
-        rows.append([label, r["model"], r["data"], steps, *([metric_cell(r["baseline"].get("metric"))] if metric else []),
+        rows.append([label, r["model"], r["data"], steps, r["device"], r["threads"], *([metric_cell(r["baseline"].get("metric"))] if metric else []),
                      *cells(first, final, keys)])
     title = f"slimkit comparison of {len(runs)} runs"
-    body = [f"<h1>{escape(title)}</h1>", _meta(first),
+    body = [f"<h1>{escape(title)}</h1>",
             "<h2>Final stage of every run</h2>",
             '<p class="note">Latencies come from each run\'s own timing session: compare them across runs only when '
             "the runs used the same machine, threads and load.</p>",
-            _table(head, rows)]
+            _table(head, rows, text_columns=5),
+            "<h2>Final against baseline, per run</h2>", '<div class="row">']
     for label, r in runs.items():
-        body += [f"<h2>{escape(label)}: final against baseline</h2>", _table(["measure", "value"], [list(x) for x in ratios(r)])]
+        body += ["<div>", f"<h3>{escape(label)}</h3>", _table(["measure", "value"], [list(x) for x in ratios(r)]), "</div>"]
+    body.append("</div>")
     body += _section("Trade-offs", "Each run's baseline (square) and final model (circle); the dashed staircase joins "
                      "the Pareto front.", tradeoff_charts(runs, finals_only=True))
     return _page(title, body)

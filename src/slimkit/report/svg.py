@@ -57,10 +57,10 @@ class Axis:
 
     def ticks(self, count: int = 5) -> list[float]:
         if self.log:
-            out = [m * 10.0**e for e in range(math.floor(math.log10(self.lo)), math.ceil(math.log10(self.hi)) + 1)
+            out = [(m, m * 10.0**e) for e in range(math.floor(math.log10(self.lo)), math.ceil(math.log10(self.hi)) + 1)
                    for m in (1, 2, 5)]
-            ticks = [t for t in out if self.lo <= t * (1 + 1e-9) and t <= self.hi * (1 + 1e-9)]
-            return ticks if len(ticks) <= 8 else [t for t in ticks if str(t).startswith("1")]
+            inside = [(m, t) for m, t in out if self.lo <= t * (1 + 1e-9) and t <= self.hi * (1 + 1e-9)]
+            return [round(t, 12) for m, t in inside if len(inside) <= 8 or m == 1]
         step = _nice((self.hi - self.lo) / count)
         first = math.ceil(self.lo / step - 1e-9)
         return [round(k * step, 12) for k in range(first, math.floor(self.hi / step + 1e-9) + 1)]
