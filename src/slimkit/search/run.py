@@ -21,15 +21,20 @@ def _prepare_out(out: Path, config: SearchConfig, storage_label: str) -> bool:
     marker = out / RUN_FILE
     if marker.is_file():
         previous = json.loads(marker.read_text())
-        if previous.get("config") != config.to_dict() or previous.get("storage") != storage_label:
-            raise UserError(f"{out} holds a search with another space, budget, sampler or storage; "
-                            "resume it with the same --space/--sampler/--n-trials/--storage, or pick a new --out.")
+        if _resumable(previous.get("config", {})) != _resumable(config.to_dict()) or previous.get("storage") != storage_label:
+            raise UserError(f"{out} holds a search with another space, budget, sampler, seed or storage; resume it "
+                            "with the same --space/--sampler/--seed/--storage (only --n-trials may change), or pick a new --out.")
         return False
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not a slimkit search folder; pick a new --out (nothing was written).")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     return created
+
+
+def _resumable(config: dict) -> dict:
+    """What must match for a search to be resumed: everything but the trial count."""
+    return {k: v for k, v in config.items() if k != "n_trials"}
 
 
 def _write(path: Path, text: str) -> None:
@@ -39,8 +44,9 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _worker(config: SearchConfig, url: str, out: str, seed: int, threads: int, device: str, progress: bool) -> None:
-    """One worker process: open the study and run trials until the study has its N finished trials."""
+def _worker(config: SearchConfig, url: str, out: str, seed: int | None, threads: int, device: str, progress: bool,
+            task=None) -> None:
+    """One worker: open the study and run trials until the study has its N finished trials."""
     import torch
 
     from ..data import load_data
@@ -50,12 +56,12 @@ def _worker(config: SearchConfig, url: str, out: str, seed: int, threads: int, d
     storage = open_storage(url, config.heartbeat_s)
     study = open_study(storage, config.name, make_sampler(config.sampler, seed, config.n_trials), config.directions,
                        make_pruner(config.pruner, config.budget.epochs))
-    objective = TrialObjective(config, load_data(config.data), out, device)
+    objective = TrialObjective(config, task or load_data(config.data), out, device)
     run_trials(study, objective, config.n_trials, progress=progress)
 
 
 def search(config: SearchConfig, out_dir: str | Path, *, storage: str | None = None, workers: int = 1,
-           device: str = "cpu", progress: bool = True) -> dict:
+           device: str = "cpu", threads: int | None = None, progress: bool = True, task=None) -> dict:
     """Run or resume the study, then write results: ``results.json``, ``best/`` and ``report.{md,html}``.
 
     Args:
@@ -63,19 +69,22 @@ def search(config: SearchConfig, out_dir: str | Path, *, storage: str | None = N
         out_dir: the run folder; holds ``study.db`` when ``storage`` is None.
         storage: an Optuna RDB URL (``postgresql://user@host/db``; the password from PGPASSWORD or the URL,
             never printed or stored); default: SQLite in ``out_dir``.
-        workers: worker processes on this machine (each gets every ``cores // workers`` threads).
+        workers: worker processes on this machine.
+        threads: intra-op threads per worker (default: slimkit's thread count // workers, at least 1).
+        task: the already loaded ``config.data`` Task (loaded here when None).
     Returns:
         the results dict (also in ``results.json``).
     """
     from ..data import load_data
+    from ..measure import default_threads
 
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}.")
     out = Path(out_dir)
     label = redact(storage) if storage else f"sqlite:///{STUDY_FILE} (in the run folder)"
-    task = load_data(config.data)  # bad data fails before anything is written
     if storage:  # fail on an unreachable server before touching the run folder
         open_study(open_storage(storage, config.heartbeat_s), config.name, None, config.directions)
+    task = task or load_data(config.data)  # bad data fails before anything is written
     created = _prepare_out(out, config, label)
     url = storage or sqlite_url(out)
     try:
@@ -85,13 +94,15 @@ def search(config: SearchConfig, out_dir: str | Path, *, storage: str | None = N
             shutil.rmtree(out, ignore_errors=True)
         raise
     _write(out / RUN_FILE, json.dumps({"config": config.to_dict(), "storage": label}, indent=2))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cores // workers)
+    threads = threads or max(1, default_threads() // workers)
+    # Workers of one machine draw from seed, seed + 1, ...; on a shared server every process (of any machine)
+    # seeds itself at random, or machines running the same command would propose the same trials.
+    seeds = [None if storage else config.seed + i for i in range(workers)]
     if workers == 1:
-        _worker(config, url, str(out), config.seed, threads, device, progress)
+        _worker(config, url, str(out), seeds[0], threads, device, progress, task)
     else:
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(config, url, str(out), config.seed + i, threads, device, progress and i == 0))
+        procs = [ctx.Process(target=_worker, args=(config, url, str(out), seeds[i], threads, device, progress and i == 0))
                  for i in range(workers)]
         for p in procs:
             p.start()
