@@ -166,7 +166,8 @@ def _cmd_search(args) -> int:
 
     config = replace(SearchConfig.load(args.space), sampler=args.sampler, n_trials=args.n_trials, seed=args.seed)
     storage = args.storage or os.environ.get("SLIMKIT_STORAGE")
-    results = search(config, args.out, storage=storage, workers=args.workers, device=args.device, progress=True)
+    results = search(config, args.out, storage=storage, workers=args.workers, device=args.device,
+                     threads=args.threads, progress=True)
     from .search.report import render_markdown
 
     print(render_markdown(results))
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", type=int, help="finished trials to reach (overrides the space file)")
     p.add_argument("--sampler", choices=["tpe", "gp", "random", "nsga2"], help="overrides the space file (default tpe)")
     p.add_argument("--seed", type=int, help="sampler seed (overrides the space file)")
+    p.add_argument("--threads", type=int, help="intra-op threads per worker (default: all cores // workers)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=_cmd_search)
 

@@ -4,7 +4,9 @@ its checkpoint under ``trials/NNNN``."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -111,6 +113,7 @@ class TrialObjective:
     def __call__(self, trial):
         start = time.perf_counter()
         train_opts, model_params = trial_params(self.config.space.sample(trial))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         options = {"epochs": self.config.budget.epochs, "max_batches": self.config.budget.max_batches,
                    "seed": self.config.seed, **train_opts}
         try:
@@ -125,21 +128,24 @@ class TrialObjective:
         values["train_seconds"] = round(time.perf_counter() - start, 2)
         trial.set_user_attr("measured", values)
         trial.set_user_attr("fine_tune", cfg.to_dict())
-        self._save(trial.number, model)
+        path = self._save(trial.number, model)
+        if path is not None:
+            trial.set_user_attr("checkpoint", str(path.resolve()))
         return tuple(values[o.label] for o in self.config.objectives)
 
-    def _save(self, number: int, model: nn.Module) -> None:
+    def _save(self, number: int, model: nn.Module) -> Path | None:
         """Write the trial's checkpoint atomically (a killed worker leaves no half-written folder)."""
         from ..models.checkpoint import origin, save_checkpoint
 
         if origin(model)["base"] is None:
-            return
+            return None
         final = self.out / TRIALS_DIR / f"{number:04d}"
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{number:04d}.", dir=final.parent))
         save_checkpoint(model, tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
+        return final
 
 
 def replace(config: SearchConfig, **changes) -> SearchConfig:

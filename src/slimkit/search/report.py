@@ -44,9 +44,9 @@ def export_results(config: SearchConfig, out: Path, url: str, task: Task, storag
     _, _, test = split(task, config)
     front = []
     for t in sorted(finalists, key=lambda t: t.number):
-        ckpt = out / TRIALS_DIR / f"{t.number:04d}"
+        ckpt = Path(t.user_attrs.get("checkpoint", out / TRIALS_DIR / f"{t.number:04d}"))  # on this machine?
         row = {"number": t.number, "params": t.params, "values": t.values, "measured": t.user_attrs.get("measured"),
-               "checkpoint": str(ckpt.relative_to(out)) if ckpt.is_dir() else None, "test_metric": None}
+               "worker": t.user_attrs.get("worker"), "checkpoint": str(ckpt) if ckpt.is_dir() else None, "test_metric": None}
         if ckpt.is_dir():
             row["test_metric"] = evaluate(load_model(str(ckpt)), test)
         front.append(row)
@@ -74,7 +74,7 @@ def _export_best(config: SearchConfig, out: Path, trial, row: dict) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     if row["checkpoint"]:
-        shutil.copytree(out / row["checkpoint"], tmp / "checkpoint")
+        shutil.copytree(row["checkpoint"], tmp / "checkpoint")
         base = json.loads((tmp / "checkpoint" / "history.json").read_text())["base"]
         if base.startswith("arch:"):
             (tmp / "arch.yaml").write_text(yaml.safe_dump(json.loads(base[5:]), sort_keys=False))

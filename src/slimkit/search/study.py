@@ -59,7 +59,10 @@ def open_storage(url: str, heartbeat_s: int = 10, max_retry: int = 3):
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+    except ImportError as exc:
+        raise UserError(f"No database driver for the storage {redact(url)} ({exc.__cause__ or exc}); install it, e.g. "
+                        "`pip install 'slimkit[search]'` for PostgreSQL (psycopg).") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
         detail = _scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, url)
         raise UserError(f"Cannot open the study storage {redact(url)}: {detail}. Check that the database server "
                         "is running and reachable, the URL (e.g. postgresql://user@host:5432/db) and the credentials "

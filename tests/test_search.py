@@ -1,0 +1,189 @@
+"""slimkit search: space validation, exact-N trial counting under races and dead workers, an end-to-end
+search on digits (best checkpoint, recipe and architecture reload), resume, and bad input."""
+import threading
+import time
+
+import pytest
+import yaml
+
+import slimkit
+from slimkit.errors import UserError
+from slimkit.measure.counts import count_macs, count_params
+from slimkit.measure.metric import evaluate
+from slimkit.search import SearchConfig, Space, counts, make_sampler, open_storage, open_study, redact, run_trials, search
+from slimkit.search.objective import split
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+optuna = pytest.importorskip("optuna")
+
+TINY = {  # a seconds-long search on digits
+    "version": 1, "name": "tiny", "data": "digits", "model": {"builder": "slimkit.arch:from_params"},
+    "budget": {"train": 600, "val": 300, "epochs": 2}, "objectives": ["metric"], "n_trials": 3,
+    "params": {
+        "train.lr": {"type": "float", "low": 0.003, "high": 0.03, "log": True},
+        "train.optimizer": {"type": "categorical", "choices": ["adamw"]},
+        "train.batch_size": {"type": "categorical", "choices": [32]},
+        "model.stem": {"type": "int", "low": 8, "high": 16, "step": 8},
+        "model.s1.block": {"type": "categorical", "choices": ["inverted_residual", "separable"]},
+        "model.s1.width": {"type": "int", "low": 8, "high": 16, "step": 8},
+        "model.s1.expand": {"type": "int", "low": 2, "high": 4, "when": {"model.s1.block": "inverted_residual"}},
+        "model.s2.block": {"type": "categorical", "choices": ["fire", "basic"]},
+        "model.s2.width": {"type": "int", "low": 16, "high": 32, "step": 16},
+    },
+}
+
+
+def write_space(tmp_path, **changes):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+@pytest.mark.parametrize("params, message", [
+    ({}, "params: the search space is empty"),
+    ({"x": {"type": "int", "low": 1, "high": 4, "when": {"block": "a"}}}, r"params\.x\.when: its parent 'block' is not a parameter"),
+    ({"x": {"type": "int", "low": 1, "high": 4, "when": {"b": "a"}}, "b": {"type": "categorical", "choices": ["a"]}},
+     r"params\.x\.when: its parent 'b' is declared below it"),
+    ({"b": {"type": "categorical", "choices": ["a"]}, "x": {"type": "int", "low": 1, "high": 4, "when": {"b": "z"}}},
+     r"params\.x\.when\.b: \['z'\] are not among its choices"),
+    ({"x": {"type": "normal", "low": 0, "high": 1}}, r"params\.x\.type: unknown type 'normal'"),
+    ({"x": {"type": "float", "low": 0, "high": 1, "log": True}}, r"params\.x\.low: a log-scale parameter needs low > 0"),
+    ({"x": {"type": "categorical", "choices": []}}, r"params\.x\.choices"),
+    ({"x": {"type": "int", "low": 1, "hihg": 4}}, r"params\.x\.hihg: unknown field"),
+])
+def test_bad_spaces_name_the_field(params, message):
+    with pytest.raises(UserError, match=message):
+        Space.from_dict(params)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"params": {"train.lrr": {"type": "float", "low": 0.1, "high": 1}}}, r"params\.train\.lrr: 'lrr' is not a training option"),
+    ({"params": {"lr": {"type": "float", "low": 0.1, "high": 1}}}, r"params\.lr: parameter names start with `train\.`"),
+    ({"objectives": ["metric", "macs"], "pruner": "median"}, "pruner: Optuna's pruners work on one objective only"),
+    ({"objectives": ["metric", "flops"]}, "objectives: unknown objective 'flops'"),
+    ({"objectives": [{"latency": {"backend": "tensorrt"}}]}, r"objectives\.latency\.backend"),
+    ({"sampler": "cmaes"}, "sampler: unknown sampler 'cmaes'"),
+    ({"budget": {"epoch": 2}}, r"budget\.epoch: unknown field"),
+    ({"trials": 3}, "trials: unknown key"),
+])
+def test_bad_search_files_name_the_field(changes, message):
+    with pytest.raises(UserError, match=message):
+        SearchConfig.from_dict({**TINY, **changes})
+
+
+def test_conditional_parameter_exists_only_under_its_parent():
+    space = Space.from_dict(TINY["params"])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        values = space.sample(study.ask())
+        assert ("model.s1.expand" in values) == (values["model.s1.block"] == "inverted_residual")
+        assert 0.003 <= values["train.lr"] <= 0.03 and values["model.stem"] in (8, 16)
+        seen.add(values["model.s1.block"])
+    assert seen == {"inverted_residual", "separable"}
+
+
+def test_redact_hides_passwords():
+    assert redact("postgresql://ann:s3cr3t@db:5432/x") == "postgresql://ann:***@db:5432/x"
+    assert redact("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+
+
+def test_two_racing_workers_stop_at_exactly_n_finished_trials(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat_s=1)
+    study = open_study(storage, "race", make_sampler("random", seed=0), ["minimize"])
+
+    def objective(trial):
+        time.sleep(0.05)
+        return trial.suggest_float("x", 0, 1)
+
+    workers = [threading.Thread(target=run_trials, args=(study, objective, 7), kwargs={"poll_s": 0.05, "progress": False})
+               for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    states = [t.state.name for t in study.get_trials()]
+    assert states.count("COMPLETE") == 7 and "RUNNING" not in states
+    assert all(t.user_attrs.get("surplus") for t in study.get_trials() if t.state.name == "FAIL")
+
+
+def test_a_dead_workers_trial_is_failed_and_retried_not_lost(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat_s=1)
+    study = open_study(storage, "dead", make_sampler("random", seed=0), ["minimize"])
+    orphan = study.ask()  # a worker took this trial, sent one heartbeat, then died (kill -9)
+    x = orphan.suggest_float("x", 0, 1)
+    storage.record_heartbeat(orphan._trial_id)
+    time.sleep(3.2)  # past the 3 x heartbeat grace period
+    assert run_trials(study, lambda t: t.suggest_float("x", 0, 1), 3, poll_s=0.05, progress=False) == 3
+    trials = study.get_trials()
+    assert trials[0].state.name == "FAIL" and counts(study) == (3, 0)
+    assert [t.params["x"] for t in trials if t.state.name == "COMPLETE"].count(x) == 1  # its parameters were retried
+
+
+def test_search_end_to_end_best_reloads_and_resume_adds_exactly_the_new_trials(tmp_path, digits):
+    out = tmp_path / "run"
+    config = SearchConfig.from_dict(dict(TINY))
+    results = search(config, out, threads=1, progress=False)
+    assert results["states"]["COMPLETE"] == 3 and results["states"]["FAIL"] == 0
+    assert len(results["best_so_far"]) == 3 and results["best_so_far"] == sorted(results["best_so_far"])
+    best = results["best"]
+    assert best["measured"]["metric"] == max(t["values"][0] for t in results["trials"])
+    assert best["measured"]["metric"] > 0.5  # digits, 600 images x 2 epochs
+    model = slimkit.load_model(str(out / "best" / "checkpoint"))
+    _, val, test = split(digits, config)
+    assert evaluate(model, val)["value"] == pytest.approx(best["measured"]["metric"], abs=1e-6)
+    assert evaluate(model, test)["value"] == pytest.approx(best["test_metric"]["value"], abs=1e-6)
+    assert count_params(model)[0] == best["measured"]["params"]
+    assert count_params(slimkit.load_model(f"arch:{out / 'best' / 'arch.yaml'}"))[0] == best["measured"]["params"]
+    recipe = slimkit.Recipe.load(out / "best" / "recipe.yaml")
+    assert recipe.steps[0].lr == pytest.approx(best["params"]["train.lr"]) and recipe.steps[0].epochs == 2
+    assert "<svg" in (out / "report.html").read_text() and "Best trial" in (out / "report.md").read_text()
+    first = [(t["number"], t["values"]) for t in results["trials"]]
+
+    again = search(SearchConfig.from_dict({**TINY, "n_trials": 4}), out, threads=1, progress=False)  # resume, one more trial
+    assert again["states"]["COMPLETE"] == 4
+    assert [(t["number"], t["values"]) for t in again["trials"]][:3] == first
+    with pytest.raises(UserError, match="another space"):
+        search(SearchConfig.from_dict({**TINY, "seed": 5}), out, threads=1, progress=False)
+
+
+def test_multi_objective_search_reports_a_pareto_front_of_measured_models(tmp_path, digits):
+    config = SearchConfig.from_dict({**TINY, "budget": {"train": 300, "val": 100, "epochs": 1}, "n_trials": 3,
+                                     "objectives": ["metric", "macs", {"latency": {"backend": "eager", "repeats": 3}}]})
+    results = search(config, tmp_path / "mo", threads=1, progress=False)
+    front = results["pareto_front"]
+    assert front and results["objectives"] == ["metric", "macs", "latency_ms[eager/bs1]"]
+    for row in front:
+        model = slimkit.load_model(row["checkpoint"])
+        assert count_macs(model, digits.example_inputs(1))[0] == row["measured"]["macs"] == row["values"][1]
+        assert row["values"][2] > 0
+    assert 'data-chart="search-pareto"' in (tmp_path / "mo" / "report.html").read_text()
+
+
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
+    from slimkit.cli import main
+
+    empty = write_space(tmp_path, params={})
+    assert main(["search", "--space", str(empty), "--out", str(tmp_path / "a")]) == 2
+    assert "search space is empty" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    good = write_space(tmp_path)
+    url = "postgresql://ann:s3cr3t@127.0.0.1:9/none"
+    assert main(["search", "--space", str(good), "--out", str(tmp_path / "b"), "--storage", url]) == 2
+    out = capsys.readouterr()
+    assert "Cannot open the study storage postgresql://ann:***@127.0.0.1:9/none" in out.err
+    assert "s3cr3t" not in out.err + out.out and not (tmp_path / "b").exists()
+
+
+def test_existing_study_survives_bad_input(tmp_path):
+    out = tmp_path / "run"
+    storage = open_storage(f"sqlite:///{tmp_path}/keep.db")
+    study = open_study(storage, "tiny", make_sampler("random"), ["maximize"])
+    study.optimize(lambda t: t.suggest_float("train.lr", 0.003, 0.03), n_trials=2)
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a slimkit search folder"):
+        search(SearchConfig.from_dict(dict(TINY)), out, threads=1, progress=False)
+    with pytest.raises(UserError, match="Cannot open the study storage"):
+        search(SearchConfig.from_dict(dict(TINY)), tmp_path / "c", storage="postgresql://127.0.0.1:9/x", threads=1, progress=False)
+    assert (out / "notes.txt").read_text() == "mine" and not (tmp_path / "c").exists()
+    assert counts(open_study(open_storage(f"sqlite:///{tmp_path}/keep.db"), "tiny", None, ["maximize"])) == (2, 0)
