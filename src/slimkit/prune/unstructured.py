@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
 
 from torch.nn import functional as F
 
+from ..measure.size import sparse_size, state_bytes
 from ..recipe import StepConfig, check, register
 from ..train import Callback, FineTune, LossFn, cosine_to_teacher, fit
 from .importance import CRITERIA, criterion, ranked_masks
@@ -93,7 +94,7 @@ class _Masker:
 class Gradual(Callback):
     """AGP: mask update k of n (from 0) happens after training step ``k * RAMP * total / n``."""
 
-    def __init__(self, masker: _Masker, targets: list[float]):
+    def __init__(self, masker: Callable[[float], None], targets: list[float]):
         self.masker, self.targets, self.done = masker, targets, 0
 
     def on_step(self, model: nn.Module, step: int, total: int) -> None:
@@ -138,14 +139,13 @@ def magnitude_prune(model: nn.Module, cfg: MagnitudePrune, ctx) -> nn.Module:
         gradual.on_step(model, 0, 1)  # the first update happens before training
         fit(model, task, tune, loss_fn=loss_fn, device=ctx.device, progress=ctx.progress, callbacks=(gradual,))
         model.to("cpu")
-    for target in targets if cfg.schedule == "iterative" else ():
-        masker(target)
-        if tune is not None:
-            fit(model, task, tune, loss_fn=loss_fn, device=ctx.device, progress=ctx.progress)
-            model.to("cpu")
+    else:
+        for target in targets:
+            masker(target)
+            if tune is not None:
+                fit(model, task, tune, loss_fn=loss_fn, device=ctx.device, progress=ctx.progress)
+                model.to("cpu")
     make_permanent(layers)
-    from ..measure.size import sparse_size, state_bytes
-
     ctx.notes.append(f"magnitude_prune: {sparsity(layers):.1%} of {len(layers)} layers' weights are zero; the weights "
                      f"take {len(state_bytes(model))} bytes dense, {sparse_size(model)} bytes with sparse tensors "
                      "stored as bitmask + non-zero values (as checkpoints store them)")
