@@ -10,34 +10,43 @@ Full mode:
 - low_rank: Tucker-2/SVD of the residual blocks at <= 50% of their MACs, then fine-tuning; targets: the
   decomposed layers' MACs halved, at most 1.0 point lost; measured latency reported;
 - cluster: 4-bit k-means weight sharing with centroid fine-tuning; target: at most 0.5 point lost;
-- deep_compression: magnitude prune 90% -> cluster 4-bit (zeros kept) -> DEFLATE-coded state dict
-  (``compressed_size_bytes`` counts every byte of it); targets: >= 30x smaller than the FP32 baseline's
-  weights file, at most 1.0 point lost.
-Writes bench/results/compress_fashion.json (smoke: compress_fashion_smoke.json; or --out); run directories go beside it, in compress_fashion_runs/.
+- deep_compression: magnitude prune 90% -> distil from the unpruned baseline with the pruned weights held
+  at zero -> cluster 4-bit (zeros kept as a fixed centroid) -> distil again (centroids, biases, BatchNorm)
+  -> the entropy-coded artifact (slimkit.cluster.save_artifact: relative indices of the non-zeros +
+  their cluster indices + every other tensor, LZMA-coded; its size is the file's size, every byte);
+  targets: >= 30x smaller than the FP32 baseline's weights file, at most 1.0 point lost.
+  ``--dc-batches N1,N2`` caps the two distillations (batches of 128) for slow machines.
+``--only deep_compression`` (or any comma-separated subset) runs part of the bench.
+Writes bench/results/compress_fashion[_ONLY][_smoke].json (or --out); run directories go beside it, in <stem>_runs/.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import zlib
 from pathlib import Path
 
 import torch
 
 import slimkit as sk
 import slimkit.prune  # noqa: F401  (registers magnitude_prune)
-from slimkit.cluster import Cluster
+from slimkit.cluster import Cluster, load_artifact, save_artifact, stream_sizes
 from slimkit.distill import Distill
 from slimkit.distill.step import build_student
 from slimkit.lowrank import LowRank
 from slimkit.measure import default_threads
 from slimkit.measure.counts import count_macs, count_params
-from slimkit.measure.metric import evaluate
+from slimkit.measure.metric import evaluate, outputs
 from slimkit.pipeline import environment
 from slimkit.prune import MagnitudePrune
 
 BASELINE = "zoo:fashion-cnn"
+PARTS = ("distill", "low_rank", "cluster", "deep_compression")
+# Deep compression prunes every layer to the same sparsity but the first conv and the classifier (1568 of
+# 306720 weights), so that 90.0% of all conv/linear weights are zero. (Global magnitude ranking left
+# blocks.2.conv2 0.3% dense and recovered to 82% top-1 where this recovered to 89% after 60 distillation batches.)
+DC_DENSE = ("stem.0", "fc")
+DC_SPARSITY = 0.9047
 
 
 def distill_vs_scratch(task: sk.Task, smoke: bool, device: str = "cpu") -> dict:
@@ -51,7 +60,12 @@ def distill_vs_scratch(task: sk.Task, smoke: bool, device: str = "cpu") -> dict:
         scratch, _ = build_student(teacher, cfg)  # same builder and seed: the same initial weights
         sk.fit(scratch, task, sk.FineTune(lr=0.05, seed=seed, **train), device=device, progress=not smoke)
         scratch.cpu()
-        rows.append({"seed": seed, "kd": evaluate(kd, task)["value"], "no_kd": evaluate(scratch, task)["value"]})
+        kd_pred, scratch_pred = outputs(kd, task).argmax(1), outputs(scratch, task).argmax(1)
+        labels = task.test[1]
+        rows.append({"seed": seed, "kd": (kd_pred == labels).float().mean().item(),
+                     "no_kd": (scratch_pred == labels).float().mean().item(),
+                     # equal accuracies with different predictions are a coincidence, not an unapplied teacher
+                     "predictions_differing": (kd_pred != scratch_pred).float().mean().item()})
     kd_mean, scratch_mean = (statistics.mean(r[k] for r in rows) for k in ("kd", "no_kd"))
     return {"runs": rows, "kd_mean": kd_mean, "no_kd_mean": scratch_mean, "gap_points": 100 * (kd_mean - scratch_mean),
             "params_fraction": count_params(kd)[0] / count_params(teacher)[0], "train": train}
@@ -67,25 +81,46 @@ def decomposed_macs_fraction(run_dir: Path, example_inputs: tuple) -> float:
     return sum(v for k, v in after.items() if k.rsplit(".", 1)[0] in names) / sum(before[n] for n in names)
 
 
-def deflated_bytes_by_kind(run_dir: Path) -> dict[str, int]:
-    """Where the deflated bytes of the stored weights go: packed cluster indices vs every other tensor."""
-    from safetensors.torch import load_file
+def artifact(run_dir: Path) -> dict:
+    """Write the entropy-coded artifact of the run's final model; its size, where the bytes go, exactness."""
+    model = sk.load_model(str(run_dir / "checkpoint"))
+    path = run_dir / "model.slimdc"
+    size = save_artifact(model, path)
+    state, decoded = model.state_dict(), load_artifact(path)
+    exact = state.keys() == decoded.keys() and all(torch.equal(state[k], decoded[k]) for k in state)
+    return {"file": path.name, "bytes": size, "bytes_by_stream": stream_sizes(path.read_bytes()), "decodes_exactly": exact}
 
-    sizes = {"packed_indices": 0, "other_tensors": 0}
-    for key, tensor in load_file(str(run_dir / "checkpoint" / "model.safetensors")).items():
-        kind = "packed_indices" if key.endswith("shared.indices") else "other_tensors"
-        sizes[kind] += len(zlib.compress(tensor.numpy().tobytes(), 6))
-    return sizes
+
+def deep_compression(recipe: sk.Recipe, task: sk.Task, run_dir: Path, threads: int, smoke: bool, device: str) -> dict:
+    """Run the recipe (teacher: the unpruned baseline), write the artifact, score baseline and final on the full test set.
+
+    The per-step metrics in the run's report are on the first 2000 test images (to spare a slow machine
+    three full evaluations); no latency: this is a size claim, and clustered layers are slower in eager anyway.
+    """
+    quick = task.subset(test=2000)
+    report = sk.compress(sk.load_model(BASELINE), recipe, data=quick, out_dir=run_dir, backends=(), threads=threads,
+                         progress=not smoke, device=device, teacher=sk.load_model(BASELINE))
+    row = summary(report)
+    row["top1_per_step_on_2000_test_images"] = {s["name"] + f"_{i}": s["metrics"]["metric"]["value"] for i, s in enumerate(report["steps"])}
+    row["top1_baseline"] = evaluate(sk.load_model(BASELINE), task)["value"]
+    row["top1_final"] = evaluate(sk.load_model(str(run_dir / "checkpoint")), task)["value"]
+    row["top1_drop_points"] = 100 * (row["top1_baseline"] - row["top1_final"])
+    row["artifact"] = artifact(run_dir)
+    row["size_ratio_vs_fp32"] = row["size_bytes"][0] / row["artifact"]["bytes"]
+    return row
 
 
-def recipes(smoke: bool) -> dict[str, sk.Recipe]:
+def recipes(smoke: bool, dc_batches: tuple[int, int]) -> dict[str, sk.Recipe]:
     tune = dict(epochs=1, max_batches=1) if smoke else dict(epochs=3)
+    first, second = (1, 1) if smoke else dc_batches
     return {
         "low_rank": sk.Recipe([LowRank(rank_by="macs", target_macs=0.5, layers=("blocks.*",)), sk.FineTune(lr=0.01, **tune)]),
         "cluster": sk.Recipe([Cluster(bits=4, init="linear", lr=0.005, **({"epochs": 1, "max_batches": 1} if smoke else {"epochs": 1}))]),
         "deep_compression": sk.Recipe([
-            MagnitudePrune(sparsity=0.9, steps=1 if smoke else 3, epochs=1 if smoke else 2, lr=0.01, max_batches=1 if smoke else None),
-            Cluster(bits=4, lr=0.005, **({"epochs": 1, "max_batches": 1} if smoke else {"epochs": 1})),
+            MagnitudePrune(sparsity=DC_SPARSITY, scope="layer", ignore=DC_DENSE),
+            Distill(lr=0.02, epochs=1, max_batches=first),
+            Cluster(bits=4),
+            Distill(lr=0.005, epochs=1, max_batches=second),
         ]),
     }
 
@@ -106,57 +141,78 @@ def summary(report: dict) -> dict:
     }
 
 
-def run(smoke: bool, runs: Path, threads: int, device: str = "cpu") -> dict:
+def run(smoke: bool, runs: Path, threads: int, device: str = "cpu", only: tuple[str, ...] = PARTS,
+        dc_batches: tuple[int, int] = (100, 30)) -> dict:
     task = sk.load_data("fashion-mnist")
     if smoke:
         task = task.subset(train=256, test=128)
     backends, batch_sizes = (("eager",), (1,)) if smoke else (("eager", "onnxruntime"), (1, 64))
-    steps, results = recipes(smoke), {"distill": distill_vs_scratch(task, smoke, device)}
+    steps = {k: r for k, r in recipes(smoke, dc_batches).items() if k in only}
+    results = {"distill": distill_vs_scratch(task, smoke, device)} if "distill" in only else {}
     for name, recipe in steps.items():
+        if name == "deep_compression":
+            results[name] = deep_compression(recipe, task, runs / name, threads, smoke, device)
+            continue
         report = sk.compress(sk.load_model(BASELINE), recipe, data=task, out_dir=runs / name, backends=backends,
                              batch_sizes=batch_sizes, threads=threads, progress=not smoke, device=device)
         results[name] = summary(report)
-    results["deep_compression"]["deflated_bytes_by_kind"] = deflated_bytes_by_kind(runs / "deep_compression")
-    results["low_rank"]["decomposed_macs_fraction"] = decomposed_macs_fraction(runs / "low_rank", task.example_inputs(1))
+    if "low_rank" in results:
+        results["low_rank"]["decomposed_macs_fraction"] = decomposed_macs_fraction(runs / "low_rank", task.example_inputs(1))
     return {"mode": "smoke" if smoke else "full", "model": BASELINE, "threads": threads, "device": device,
             "recipes": {k: r.to_dict() for k, r in steps.items()}, "results": results,
             "checks": None if smoke else acceptance(results), "environment": environment()}
 
 
 def acceptance(results: dict) -> dict[str, bool]:
-    """Issue 5's Fashion-MNIST acceptance targets, each as pass/fail."""
-    kd, lr, cl, dc = (results[k] for k in ("distill", "low_rank", "cluster", "deep_compression"))
-    return {
-        "kd_student_params_le_quarter": kd["params_fraction"] <= 0.25,
-        "kd_beats_no_kd_mean_3_seeds": kd["gap_points"] > 0,
-        "low_rank_decomposed_macs_le_half": lr["decomposed_macs_fraction"] <= 0.5,
-        "low_rank_drop_le_1pt": lr["top1_drop_points"] <= 1.0,
-        "cluster_4bit_drop_le_0.5pt": cl["top1_drop_points"] <= 0.5,
-        "deep_compression_ge_30x": dc["size_ratio_vs_fp32"] >= 30,
-        "deep_compression_drop_le_1pt": dc["top1_drop_points"] <= 1.0,
-    }
+    """Issue 5's Fashion-MNIST acceptance targets (of the parts that ran), each as pass/fail."""
+    checks = {}
+    if "distill" in results:
+        kd = results["distill"]
+        checks |= {"kd_student_params_le_quarter": kd["params_fraction"] <= 0.25, "kd_beats_no_kd_mean_3_seeds": kd["gap_points"] > 0}
+    if "low_rank" in results:
+        lr = results["low_rank"]
+        checks |= {"low_rank_decomposed_macs_le_half": lr["decomposed_macs_fraction"] <= 0.5,
+                   "low_rank_drop_le_1pt": lr["top1_drop_points"] <= 1.0}
+    if "cluster" in results:
+        checks["cluster_4bit_drop_le_0.5pt"] = results["cluster"]["top1_drop_points"] <= 0.5
+    if "deep_compression" in results:
+        dc = results["deep_compression"]
+        checks |= {"deep_compression_ge_30x": dc["size_ratio_vs_fp32"] >= 30,
+                   "deep_compression_drop_le_1pt": dc["top1_drop_points"] <= 1.0,
+                   "deep_compression_artifact_decodes_exactly": dc["artifact"]["decodes_exactly"]}
+    return checks
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="256 training / 128 test images, one batch per epoch")
-    parser.add_argument("--out", default=None, help="default: bench/results/compress_fashion[_smoke].json")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts to run, of {','.join(PARTS)}")
+    parser.add_argument("--dc-batches", default="100,30", help="deep_compression: batches of the two distillations")
+    parser.add_argument("--out", default=None, help="default: bench/results/compress_fashion[_ONLY][_smoke].json")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: every usable core)")
     parser.add_argument("--device", default="cpu", help="where to train (and time): cpu or cuda")
     args = parser.parse_args(argv)
-    out = Path(args.out or Path(__file__).parent / "results" / f"compress_fashion{'_smoke' if args.smoke else ''}.json")
+    only = tuple(args.only.split(","))
+    unknown = set(only) - set(PARTS)
+    if unknown:
+        parser.error(f"--only: unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    first, second = (int(n) for n in args.dc_batches.split(","))
+    stem = "compress_fashion" + ("" if set(only) == set(PARTS) else "_" + "_".join(only)) + ("_smoke" if args.smoke else "")
+    out = Path(args.out or Path(__file__).parent / "results" / f"{stem}.json")
     threads = args.threads or (1 if args.smoke else default_threads())
     torch.set_num_threads(threads)
-    result = run(args.smoke, out.parent / f"{out.stem}_runs", threads, args.device)
+    result = run(args.smoke, out.parent / f"{out.stem}_runs", threads, args.device, only, (first, second))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    kd = result["results"]["distill"]
-    print(f"distill    KD {kd['kd_mean']:.4f} vs no-KD {kd['no_kd_mean']:.4f} ({kd['gap_points']:+.2f} pt), "
-          f"params x{kd['params_fraction']:.3f}")
+    if "distill" in result["results"]:
+        kd = result["results"]["distill"]
+        print(f"distill    KD {kd['kd_mean']:.4f} vs no-KD {kd['no_kd_mean']:.4f} ({kd['gap_points']:+.2f} pt), "
+              f"params x{kd['params_fraction']:.3f}")
     for name in ("low_rank", "cluster", "deep_compression"):
-        row = result["results"][name]
-        print(f"{name:<17} top1 {row['top1_baseline']:.4f} -> {row['top1_final']:.4f} ({row['top1_drop_points']:+.2f} pt lost), "
-              f"MACs x{row['macs_fraction']:.3f}, {row['size_ratio_vs_fp32']:.1f}x smaller than FP32 (deflated)")
+        if name in result["results"]:
+            row = result["results"][name]
+            print(f"{name:<17} top1 {row['top1_baseline']:.4f} -> {row['top1_final']:.4f} ({row['top1_drop_points']:+.2f} pt lost), "
+                  f"MACs x{row['macs_fraction']:.3f}, {row['size_ratio_vs_fp32']:.1f}x smaller than FP32")
     for check, ok in (result["checks"] or {}).items():
         print(f"{'PASS' if ok else 'FAIL'} {check}")
     return result

@@ -19,6 +19,18 @@ def digits():
     return load_data("digits")
 
 
+@pytest.fixture(scope="session")
+def trained_digits_cnn(digits):
+    """zoo:digits-cnn trained for a few seconds (~95% top-1); shared, so copy it before changing it."""
+    import slimkit as sk
+    from slimkit.train import FineTune, fit
+
+    torch.manual_seed(0)
+    model = sk.load_model("zoo:digits-cnn")
+    fit(model, digits, FineTune(epochs=6, lr=0.05, batch_size=64), progress=False)
+    return model
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -93,6 +93,8 @@ def test_rank_larger_than_layer_allows_is_a_clear_error(digits):
         sk.apply(model, LowRank(rank_by="fixed", rank=9, layers=("blocks.0.conv1",)), data=digits)
     with pytest.raises(sk.UserError, match="rank: is required"):
         Recipe.from_dict({"steps": [{"low_rank": {"rank_by": "fixed"}}]})
+    with pytest.raises(sk.UserError, match="low_rank.layers: 'block.0.*' matches no Linear/Conv2d layer"):
+        sk.apply(model, LowRank(layers=("block.0.*",)), data=digits)
 
 
 @pytest.mark.parametrize("conv", ["tucker", "cp"])

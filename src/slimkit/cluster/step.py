@@ -5,6 +5,7 @@ from fnmatch import fnmatch
 
 from torch import nn
 
+from ..errors import UserError
 from ..recipe import register
 from ..train import fine_tune
 from .config import Cluster
@@ -12,11 +13,14 @@ from .shared import SHAREABLE, ClusteredLayer, SharedWeight
 
 
 def _targets(model: nn.Module, cfg: Cluster) -> dict[str, nn.Module]:
-    return {
-        name: m for name, m in model.named_modules()
-        if isinstance(m, SHAREABLE) and isinstance(getattr(m, "weight", None), nn.Parameter)
-        and m.weight.numel() > 2**cfg.bits and (not cfg.layers or any(fnmatch(name, p) for p in cfg.layers))
-    }
+    shareable = {name: m for name, m in model.named_modules()
+                 if isinstance(m, SHAREABLE) and isinstance(getattr(m, "weight", None), nn.Parameter)}
+    for pattern in cfg.layers:
+        if not any(fnmatch(name, pattern) for name in shareable):
+            raise UserError(f"cluster.layers: {pattern!r} matches no Linear/Conv/Embedding layer; "
+                            f"names look like {', '.join(list(shareable)[:4])}.")
+    return {name: m for name, m in shareable.items()
+            if m.weight.numel() > 2**cfg.bits and (not cfg.layers or any(fnmatch(name, p) for p in cfg.layers))}
 
 
 @register(Cluster, replay=lambda model, entry: _replay(model, entry["replay"]))

@@ -32,8 +32,13 @@ class Site:
 def find_sites(model: nn.Module, example_inputs: tuple, cfg: LowRank) -> tuple[list[Site], list[str]]:
     """Layers selected by ``cfg.layers`` that a forward pass reaches, and the names of skipped ones."""
     chosen, skipped = {}, []
-    for name, m in model.named_modules():
-        if not isinstance(m, (nn.Linear, nn.Conv2d)) or (cfg.layers and not any(fnmatch(name, p) for p in cfg.layers)):
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    for pattern in cfg.layers:
+        if not any(fnmatch(name, pattern) for name in layers):
+            raise UserError(f"low_rank.layers: {pattern!r} matches no Linear/Conv2d layer; "
+                            f"names look like {', '.join(list(layers)[:4])}.")
+    for name, m in layers.items():
+        if cfg.layers and not any(fnmatch(name, p) for p in cfg.layers):
             continue
         if isinstance(m, nn.Conv2d) and m.groups != 1:
             skipped.append(f"{name} (grouped conv)")
