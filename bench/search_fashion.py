@@ -40,9 +40,9 @@ ROOT = Path(__file__).parent.parent
 def settings(smoke: bool) -> dict:
     if smoke:
         return {"budget": Budget(train=300, val=100, test=200, epochs=1), "n_trials": 2, "seeds": [0], "hw_trials": 2,
-                "latency_repeats": 3}
+                "latency_repeats": 3, "backend": "eager"}  # no ONNX exports: they cost more CPU than the smoke's training
     return {"budget": Budget(train=2000, val=1000, test=None, epochs=1), "n_trials": 10, "seeds": [0, 1, 2],
-            "hw_trials": 16, "latency_repeats": 30}
+            "hw_trials": 16, "latency_repeats": 30, "backend": "onnxruntime"}
 
 
 def _run(config: SearchConfig, out: Path, threads: int, task) -> dict:
@@ -76,7 +76,7 @@ def tpe_vs_random(s: dict, threads: int, runs_dir: Path, task) -> dict:
 
 def hardware_aware(s: dict, threads: int, runs_dir: Path, task) -> dict:
     config = SearchConfig.load(ROOT / "examples" / "search-fashion-hw.yaml")
-    latency = dataclasses.replace(config.objectives[2], repeats=s["latency_repeats"], threads=threads)
+    latency = dataclasses.replace(config.objectives[2], backend=s["backend"], repeats=s["latency_repeats"], threads=threads)
     config = dataclasses.replace(config, budget=s["budget"], n_trials=s["hw_trials"],
                                  objectives=(*config.objectives[:2], latency))
     r = _run(config, runs_dir / "hardware-aware", threads, task)
@@ -93,7 +93,8 @@ def hardware_aware(s: dict, threads: int, runs_dir: Path, task) -> dict:
     sk.fit(short, train, cfg, progress=False)
     short_seconds = time.perf_counter() - start
     everyone = {"fashion-cnn (shipped, 40 epochs)": shipped, "fashion-cnn (same short budget)": short, **models}
-    lat = measure_latency_many(everyone, x, ("eager", "onnxruntime"), (1,), threads=threads, repeats=s["latency_repeats"])
+    lat = measure_latency_many(everyone, x, tuple(dict.fromkeys(("eager", s["backend"]))), (1,), threads=threads,
+                               repeats=s["latency_repeats"])
     rows = {}
     for name, model in everyone.items():
         rows[name] = {"test_top1": evaluate(model, test)["value"], "macs": count_macs(model, x)[0],
@@ -104,12 +105,12 @@ def hardware_aware(s: dict, threads: int, runs_dir: Path, task) -> dict:
                                               latency_during_search_ms=row["values"][2])
 
     def dominates(a: dict, b: dict) -> bool:
-        key = "onnxruntime/bs1"
+        key = f"{s['backend']}/bs1"
         return (a["test_top1"] >= b["test_top1"] and a["macs"] < b["macs"]
                 and a["latency_ms"][key]["median"] < b["latency_ms"][key]["median"])
 
     names = list(models)
-    return {"space": "examples/search-fashion-hw.yaml", "budget": dataclasses.asdict(s["budget"]), "n_trials": s["hw_trials"],
+    return {"space": "examples/search-fashion-hw.yaml", "latency_backend": s["backend"], "budget": dataclasses.asdict(s["budget"]), "n_trials": s["hw_trials"],
             "states": r["states"], "search_seconds": r["seconds"], "short_budget_training": cfg.to_dict(),
             "models": rows,
             "dominate_short_budget_baseline": [n for n in names if dominates(rows[n], rows["fashion-cnn (same short budget)"])],
