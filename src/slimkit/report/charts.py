@@ -16,7 +16,9 @@ MAX_LAYERS = 24  # per-layer charts show at most this many layers (the ones with
 
 
 def metric_axis(report: dict) -> tuple[str, float] | None:
-    """(axis label, scale) for the report's task metric, e.g. ("top-1 accuracy (%)", 100); None without one."""
+    """(axis label, scale) for the report's task metric, e.g. ("top-1 accuracy (%)", 100); None without one.
+
+    Either metric is at most 1 before scaling (top-1 is a fraction, cosine a similarity)."""
     metric = report["baseline"].get("metric")
     if not metric:
         return None
@@ -93,13 +95,13 @@ def tradeoff_charts(runs: dict[str, dict], *, finals_only: bool = False) -> list
     points = tradeoff_points(runs, None, finals_only=finals_only)
     if len(points) > 1:
         out.append(pareto("pareto-size", f"Size against {axis[0].split(' (')[0]}", points,
-                          f"weights file ({size_unit(runs)[1]})", axis[0],
+                          f"weights file ({size_unit(runs)[1]})", axis[0], y_max=axis[1],
                           subtitle="bytes of the deployable weights file; top-left is better", shapes=shapes))
     for batch in batch_sizes(list(runs.values())):
         points = tradeoff_points(runs, batch, finals_only=finals_only)
         if len(points) > 1:
             out.append(pareto(f"pareto-latency-{batch}", f"Latency against {axis[0].split(' (')[0]}, batch {batch[2:]}",
-                              points, f"median latency per batch of {batch[2:]} (ms)", axis[0], shapes=shapes,
+                              points, f"median latency per batch of {batch[2:]} (ms)", axis[0], shapes=shapes, y_max=axis[1],
                               subtitle=("each run timed in its own session" if finals_only else
                                         f"threads: {first['threads']}, device: {first['device']}") + "; top-left is better"))
     return out

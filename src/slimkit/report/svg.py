@@ -221,11 +221,12 @@ def pareto_front(points: list[Point]) -> list[Point]:
 
 
 def pareto(chart_id: str, title: str, points: list[Point], xlabel: str, ylabel: str, *, subtitle: str = "",
-           shapes: dict[str, str] | None = None, log_x: bool | None = None) -> str:
+           shapes: dict[str, str] | None = None, log_x: bool | None = None, y_max: float | None = None) -> str:
     """A trade-off scatter (lower x and higher y are better) with its Pareto front highlighted.
 
     Points are lettered; the list beside the plot names them (front members in bold). ``shapes`` maps a
     marker shape to what it means, for the legend. ``log_x`` defaults to a log axis when x spans > 10x.
+    ``y_max`` caps the y axis where the metric cannot go higher (100 % accuracy).
     """
     series = list(dict.fromkeys(p.series for p in points))
     front = pareto_front(points)
@@ -237,7 +238,8 @@ def pareto(chart_id: str, title: str, points: list[Point], xlabel: str, ylabel: 
     list_h = 16 * len(points) + 18
     width, height = list_x + 280, top + max(plot_h, list_h) + 48
     ax = Axis(*span(xs, log=log_x), left, left + plot_w, log=log_x)
-    ay = Axis(*span(ys), top + plot_h, top)
+    y_lo, y_hi = span(ys)
+    ay = Axis(y_lo, y_hi if y_max is None else min(y_hi, max(y_max, *ys)), top + plot_h, top)
     parts = _open(chart_id, width, height, title, subtitle)
     legend = [("circle", colour(i), s) for i, s in enumerate(series)]
     legend += [(shape, GREY, meaning) for shape, meaning in (shapes or {}).items()]
