@@ -19,7 +19,7 @@ ZETA, GAMMA = 1.1, -0.1  # stretch of the rectified sigmoid, so h reaches exactl
 BETA = (20.0, 2.0)
 WARMUP = 0.2  # fraction of iterations with reconstruction loss only
 REG_WEIGHT = 0.01
-LR = 1e-3
+LR = 1e-2  # higher than the paper's 1e-3: hundreds of iterations here, not 10k
 BATCH = 32
 
 
