@@ -83,6 +83,21 @@ def test_conditional_parameter_exists_only_under_its_parent():
     assert seen == {"inverted_residual", "separable"}
 
 
+@pytest.mark.parametrize("sampler, directions", [("gp", ["maximize"]), ("nsga2", ["maximize", "minimize"]),
+                                                 ("tpe", ["maximize", "minimize"])])
+def test_every_sampler_drives_a_conditional_space(sampler, directions):
+    space = Space.from_dict(TINY["params"])
+    study = optuna.create_study(directions=directions, sampler=make_sampler(sampler, seed=0, n_trials=4))
+
+    def objective(trial):  # best: lr near 0.01 with separable blocks; the second objective prefers a narrow stem
+        v = space.sample(trial)
+        score = -abs(v["train.lr"] - 0.01) + 0.1 * (v["model.s1.block"] == "separable")
+        return score if len(directions) == 1 else (score, v["model.stem"])
+
+    study.optimize(objective, n_trials=4)
+    assert len(study.trials) == 4 and all(("model.s1.expand" in t.params) == (t.params["model.s1.block"] == "inverted_residual") for t in study.trials)
+
+
 def test_redact_hides_passwords():
     assert redact("postgresql://ann:s3cr3t@db:5432/x") == "postgresql://ann:***@db:5432/x"
     assert redact("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
