@@ -22,7 +22,8 @@ API (small and stable; the compression-policy search builds on it)::
 - :mod:`.policy`: compression policy search (per-group channel-pruning ratios under a MACs budget, exported as
   a recipe); :mod:`.sensitivity`: per-group pruning sensitivity; :mod:`.netadapt`: the greedy baseline.
 
-Optuna is imported only when a study is opened (``pip install 'slimkit[search]'``).
+Optuna is imported only when a study is opened (``pip install 'slimkit[search]'``). The study is a plain
+Optuna RDB storage, so ``optuna-dashboard sqlite:///DIR/study.db`` (or the PostgreSQL URL) shows it live.
 """
 from .config import Budget, Objective, SearchConfig
 from .netadapt import netadapt
