@@ -1,8 +1,9 @@
-"""Quantization: observers, integer weight storage, static/dynamic INT8, low-bit weights, FP16/BF16.
+"""Quantization: observers, integer weight storage, static/dynamic INT8, low-bit and binary weights, FP16/BF16,
+and accuracy recovery (Cross-Layer Equalization, bias correction, AdaRound, QAT/LSQ, mixed precision).
 
 Importing this package registers the ``quantize`` recipe step (:class:`Quantize`).
 """
-from .config import Quantize
+from .config import MixedOptions, QATOptions, Quantize
 from .convert import Plan, quantize_model, quantized_layers
 from .export import dequantized_copy, export_dynamic_int8  # also registers the dynamic INT8 ONNX exporter
 from .modules import QuantConv2d, QuantEmbedding, QuantLinear, QuantModule, WeightFormat
@@ -11,7 +12,7 @@ from .observers import (EntropyObserver, MinMaxObserver, MovingAverageMinMaxObse
 from .ops import dequantize, fake_quantize, qparams, qrange, quantize, sqnr
 
 __all__ = [
-    "EntropyObserver", "MSEObserver", "MinMaxObserver", "MovingAverageMinMaxObserver", "Observer",
+    "EntropyObserver", "MSEObserver", "MinMaxObserver", "MixedOptions", "QATOptions", "MovingAverageMinMaxObserver", "Observer",
     "PercentileObserver", "Plan", "QuantConv2d", "QuantEmbedding", "QuantLinear", "QuantModule", "Quantize",
     "WeightFormat", "dequantize", "dequantized_copy", "export_dynamic_int8", "fake_quantize", "make_observer", "qparams", "qrange", "quantize",
     "quantize_model", "quantized_layers", "sqnr",
