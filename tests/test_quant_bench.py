@@ -15,10 +15,10 @@ def _main(name, argv, monkeypatch):
 
 
 def test_quantize_lowbit_smoke(tmp_path, monkeypatch):
-    _main("quantize_lowbit", ["--smoke", "--only", "w4a8_rtn", "w4a8_rtn_cle_bc", "--out", str(tmp_path)], monkeypatch)
+    _main("quantize_lowbit", ["--smoke", "--only", "w4a8_rtn_cle_bc", "--out", str(tmp_path)], monkeypatch)
     runs = json.loads((tmp_path / "quantize_lowbit_smoke.json").read_text())["runs"]
-    assert runs.keys() == {"w4a8_rtn", "w4a8_rtn_cle_bc"}
-    assert all(0.12 < r["size_ratio"] < 0.16 for r in runs.values())  # 4-bit weights plus scales, BatchNorms folded
-    assert all(r["top1"] > 0.8 for r in runs.values())
-    plan = runs["w4a8_rtn_cle_bc"]["plan"]
-    assert len(plan["equalized"]) == 3 and len(plan["bias_correction"]) == 10
+    assert runs.keys() == {"w4a8_rtn_cle_bc"}
+    run = runs["w4a8_rtn_cle_bc"]
+    assert 0.12 < run["size_ratio"] < 0.16  # 4-bit weights plus scales, BatchNorms folded
+    assert run["top1"] > 0.9  # 256 test images; 0.953 measured (fp32 0.965)
+    assert len(run["plan"]["equalized"]) == 3 and len(run["plan"]["bias_correction"]) == 10
