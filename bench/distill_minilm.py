@@ -44,11 +44,10 @@ def config(smoke: bool, max_batches: int | None) -> Distill:
 
 
 def run(smoke: bool, backends: tuple[str, ...], threads: int, max_batches: int | None = None, repeats: int = 20,
-        batch_sizes: tuple[int, ...] = (1, 32)) -> dict:
+        batch_sizes: tuple[int, ...] = (1, 32), held_out: int = 1000) -> dict:
     teacher = sk.load_model("zoo:minilm")
     task = sk.load_data("text", model=teacher)
-    if smoke:
-        task = task.subset(train=64, test=32)
+    task = task.subset(train=64, test=32) if smoke else task.subset(test=held_out)
     task = dataclasses.replace(task, train=tuple(t[:, :TOKENS] for t in task.train), test=tuple(t[:, :TOKENS] for t in task.test))
     cfg = config(smoke, max_batches)
     target = outputs(teacher, task)
@@ -80,6 +79,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="tiny subsets, 2 training batches, few timing repeats")
     parser.add_argument("--backends", default="eager,onnxruntime", help="comma-separated latency backends")
     parser.add_argument("--max-batches", type=int, default=None, help="cap on training batches (default: one epoch)")
+    parser.add_argument("--held-out", type=int, default=1000, help="held-out sentences scored (of 1000)")
     parser.add_argument("--batch", default="1,32", help="comma-separated latency batch sizes")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per model, backend and batch size")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: every usable core)")
@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
     result = run(args.smoke, tuple(args.backends.split(",")), threads, args.max_batches, 3 if args.smoke else args.repeats,
-                 tuple(int(b) for b in args.batch.split(",")))
+                 tuple(int(b) for b in args.batch.split(",")), args.held_out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     cos = result["cosine_to_teacher"]

@@ -12,19 +12,17 @@ from slimkit.distill.losses import adapter
 from slimkit.measure.counts import count_params
 from slimkit.measure.metric import evaluate, outputs
 from slimkit.models.hf import SentenceEmbedder
+from slimkit.prune import MagnitudePrune
 from slimkit.recipe import Recipe
-from slimkit.train import FineTune, fit
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def teacher(digits):
-    """A digits-cnn trained for a few seconds (~95% top-1)."""
-    model = sk.load_model("zoo:digits-cnn")
-    fit(model, digits, FineTune(epochs=6, lr=0.05, batch_size=64), progress=False)
-    return model
+@pytest.fixture
+def teacher(trained_digits_cnn):
+    """The shared trained digits-cnn (conftest) as the teacher."""
+    return trained_digits_cnn
 
 
 def tiny_bert() -> SentenceEmbedder:
@@ -98,6 +96,18 @@ def test_incompatible_teacher_and_student_outputs_are_a_clear_error(teacher, dig
     student = sk.models.zoo.ResNetSmall((4, 8), num_classes=5)
     with pytest.raises(sk.UserError, match=r"teacher output \(2, 10\) and student output \(2, 5\) are incompatible"):
         sk.apply(student, Distill(epochs=1), data=digits, teacher=teacher)
+
+
+def test_distilling_a_pruned_model_keeps_its_zeros_and_recovers_accuracy(teacher, digits):
+    pruned = sk.apply(copy.deepcopy(teacher), MagnitudePrune(sparsity=0.7, scope="layer"), data=digits)
+    zeros = {n: p == 0 for n, p in pruned.state_dict().items() if n.endswith("weight") and p.dim() > 1}
+    before = evaluate(pruned, digits)["value"]
+    distilled = sk.apply(pruned, Distill(epochs=4, lr=0.05, batch_size=64), data=digits, teacher=teacher)
+    after = evaluate(distilled, digits)["value"]
+    state = distilled.state_dict()
+    assert not any("original" in n or "mask" in n for n in state)  # masks gone: plain weights again
+    assert all(torch.equal(state[n] == 0, z) for n, z in zeros.items())
+    assert after > before + 0.1 and after > 0.85, (before, after)
 
 
 def test_distilled_narrow_student_survives_a_checkpoint(teacher, digits, tmp_path):

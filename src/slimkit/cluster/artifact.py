@@ -68,7 +68,9 @@ def decode(data: bytes) -> dict[str, Tensor]:
         return stream[start : start + n]
 
     for entry in header:
-        dtype, shape = getattr(torch, entry["dtype"]), entry["shape"]
+        dtype, shape = getattr(torch, entry["dtype"], None), entry["shape"]
+        if not isinstance(dtype, torch.dtype):
+            raise UserError(f"artifact: tensor {entry['key']!r} has unknown dtype {entry['dtype']!r}; the file is damaged.")
         if "bits" not in entry:
             n = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
             state[entry["key"]] = _unshuffle(take("whole", whole, n), dtype, shape)
