@@ -1,7 +1,7 @@
 """Compilation bench (issue 7): fold + export equivalence, `backend: auto` against every single backend it
 considered (re-timed side by side in one run), and the peer comparison for fashion-cnn and all-MiniLM-L6-v2.
 
-    python bench/compile_fashion.py            # full: 1000 test images, bs 1 and 64, torch.compile included, zoo:minilm
+    python bench/compile_fashion.py            # full: 1000 test images, bs 1 and 64 (MiniLM: 1 and 32), torch.compile, zoo:minilm
     python bench/compile_fashion.py --smoke    # CI: 256 images, bs 1, no torch.compile, a 1-layer BERT in MiniLM's place
 
 Writes bench/results/compile_fashion[_smoke].json and the peer reports (report.json/.md/.html) into
@@ -101,11 +101,14 @@ def main(argv: list[str] | None = None) -> dict:
     fashion = slimkit.load_data("fashion-mnist").subset(train=256, test=256 if args.smoke else 1000)
     if args.smoke:
         batch_sizes, repeats, candidates = (1,), 5, ("eager", "onnxruntime", "onnxruntime_fp16")
+        text_batches, text_repeats = batch_sizes, repeats
         include = tuple(p for p in PEERS if p != "compile")
         text_model = tiny_text_model()
         text = text_data.load(text_model.tokenizer, n=160).subset(train=64)
     else:
         batch_sizes, repeats, candidates, include = (1, 64), 30, ("eager", "compile", "onnxruntime", "onnxruntime_fp16"), PEERS
+        # MiniLM at 32 x 128 tokens takes ~1.5 s a call in eager here: batch 32 (DESIGN's reference) and 10 samples
+        text_batches, text_repeats = (1, 32), 10
         text_model = slimkit.load_model("zoo:minilm")
         text = slimkit.load_data("text", model=text_model).subset(train=256)
     results = {"benchmark": "compile_fashion", "smoke": args.smoke, "threads": threads, "environment": environment(),
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
                "peers": {"fashion-cnn": peers("zoo:fashion-cnn", slimkit.load_model("zoo:fashion-cnn"), fashion,
                                               runs / "peers-fashion-cnn", include, batch_sizes, repeats, threads),
                          "minilm": peers("tiny-bert (MiniLM tokenizer)" if args.smoke else "zoo:minilm", text_model, text,
-                                         runs / "peers-minilm", include, batch_sizes, repeats, threads)}}
+                                         runs / "peers-minilm", include, text_batches, text_repeats, threads)}}
     for run in results["auto"]:
         print(f"bs{run['batch_size']}: auto chose {run['backend']['chosen']}; re-timed auto/each: "
               + ", ".join(f"{n} {r:.2f}" for n, r in run["auto_over_each"].items())
