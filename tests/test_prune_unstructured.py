@@ -71,6 +71,18 @@ def test_iterative_pruning_keeps_masks_through_fine_tuning(digits):
     assert evaluate(pruned, digits)["value"] > 0.85
 
 
+def test_a_fine_tune_step_after_pruning_keeps_the_pruned_weights_zero(trained_digits_cnn, digits):
+    pruned = slimkit.apply(copy.deepcopy(trained_digits_cnn), MagnitudePrune(sparsity=0.7), data=digits)
+    zeros = {n: p == 0 for n, p in pruned.named_parameters() if p.dim() > 1}
+    tuned = slimkit.apply(pruned, FineTune(epochs=1, lr=0.05, batch_size=64, max_batches=10), data=digits)
+    params = dict(tuned.named_parameters())
+    assert all(bool((params[n][z] == 0).all()) for n, z in zeros.items())  # still zero, masks gone (plain names)
+    regrown = slimkit.apply(copy.deepcopy(pruned), FineTune(epochs=1, lr=0.05, batch_size=64, max_batches=10,
+                                                             keep_zeros=False), data=digits)
+    regrown_params = dict(regrown.named_parameters())
+    assert sum(int((regrown_params[n][z] != 0).sum()) for n, z in zeros.items()) > 0.5 * sum(int(z.sum()) for z in zeros.values())
+
+
 def test_fine_tuning_steps_need_data():
     with pytest.raises(UserError, match="needs training data"):
         slimkit.apply(two_layers(), MagnitudePrune(epochs=1), example_inputs=(torch.randn(1, 16),))

@@ -5,6 +5,7 @@ under ``torchrun`` with DistributedDataParallel (gloo on CPU, NCCL on CUDA) with
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -34,6 +35,8 @@ class FineTune(StepConfig):
         schedule: ``onecycle``, ``cosine`` or ``constant`` learning rate.
         max_batches: stop each epoch after this many batches (quick runs); null = whole epoch.
         seed: seeds shuffling, augmentation and initialisation of anything random.
+        keep_zeros: Linear/Conv weights that are exactly zero (pruned) stay zero while training, so
+            fine-tuning after unstructured pruning keeps the sparsity.
     """
 
     key = "fine_tune"
@@ -47,6 +50,7 @@ class FineTune(StepConfig):
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     max_batches: int | None = None
     seed: int = 0
+    keep_zeros: bool = True
 
     def __post_init__(self):
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -197,5 +201,8 @@ def fine_tune(model: nn.Module, cfg: FineTune, ctx) -> nn.Module:
     loss_fn = None
     if task.metric == "cosine":
         loss_fn = cosine_to_teacher(ctx.teacher.to(ctx.device).eval(), task.n_inputs)
-    fit(model, task, cfg, loss_fn=loss_fn, device=ctx.device, progress=ctx.progress)
+    from .prune.masks import zeros_kept
+
+    with zeros_kept(model) if cfg.keep_zeros else contextlib.nullcontext():
+        fit(model, task, cfg, loss_fn=loss_fn, device=ctx.device, progress=ctx.progress)
     return model.to("cpu")

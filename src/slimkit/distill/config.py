@@ -30,8 +30,6 @@ class Distill(FineTune):
         student: ``same`` trains the model itself; ``narrow`` builds a ResNetSmall with every width
             times ``width``; ``shallow`` keeps every other transformer layer, copied from the teacher.
         width: width multiplier for ``student: narrow``, in (0, 1].
-        keep_zeros: weights that are exactly zero (pruned) stay zero while the student trains, so
-            distilling after pruning keeps the sparsity.
     """
 
     key = "distill"
@@ -44,7 +42,6 @@ class Distill(FineTune):
     embedding_loss: Literal["cosine", "mse"] = "cosine"
     student: Literal["same", "narrow", "shallow"] = "same"
     width: float = 0.5
-    keep_zeros: bool = True
 
     def __post_init__(self):
         super().__post_init__()

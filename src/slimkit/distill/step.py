@@ -1,14 +1,15 @@
 """The ``distill`` step: build the student, then train it on the teachers' outputs with the shared loop."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..errors import UserError
 from ..models import load_model
-from ..prune.layers import weighted_layers
-from ..prune.masks import make_permanent, set_masks
+from ..prune.masks import zeros_kept
 from ..recipe import register
 from ..train import fit
 from .config import Distill
@@ -45,34 +46,23 @@ def distill_into(student: nn.Module, teachers: list[nn.Module], task, cfg: Disti
     for t in teachers:
         t.to(device).eval()
     pairs = list(cfg.features.items())
-    pruned = _pruned_layers(student) if cfg.keep_zeros else {}
-    set_masks(pruned, {name: layer.weight.detach() != 0 for name, layer in pruned.items()})
     student_taps = Taps(student, [s for s, _ in pairs])
     teacher_taps = Taps(teachers[0], [t for _, t in pairs])
     try:
-        with torch.no_grad():
-            probe = tuple(x.to(device) for x in example_inputs)
-            out, ref = student.to(device).eval()(*probe), teachers[0](*probe)
-            for other in teachers[1:]:
-                _check_outputs(out, other(*probe))
-            _check_outputs(out, ref)
-            adapters = [adapter(s, t, f"{a} -> {b}") for s, t, (a, b) in zip(student_taps.take(), teacher_taps.take(), pairs)]
-        harness = Harness(student, adapters)
-        return fit(harness, task, cfg, loss_fn=_loss(teachers, student_taps, teacher_taps, harness, task, cfg),
-                   device=device, progress=progress)
+        with zeros_kept(student) if cfg.keep_zeros else contextlib.nullcontext():
+            with torch.no_grad():
+                probe = tuple(x.to(device) for x in example_inputs)
+                out, ref = student.to(device).eval()(*probe), teachers[0](*probe)
+                for other in teachers[1:]:
+                    _check_outputs(out, other(*probe))
+                _check_outputs(out, ref)
+                adapters = [adapter(s, t, f"{a} -> {b}") for s, t, (a, b) in zip(student_taps.take(), teacher_taps.take(), pairs)]
+            harness = Harness(student, adapters)
+            return fit(harness, task, cfg, loss_fn=_loss(teachers, student_taps, teacher_taps, harness, task, cfg),
+                       device=device, progress=progress)
     finally:
-        make_permanent(pruned)
         student_taps.remove()
         teacher_taps.remove()
-
-
-def _pruned_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Linear/Conv layers with exactly-zero weights (pruned ones), which must stay zero while training.
-
-    Clustered layers are not among them: their zeros are a fixed centroid already.
-    """
-    return {name: m for name, m in weighted_layers(model).items()
-            if isinstance(getattr(m, "weight", None), nn.Parameter) and bool((m.weight == 0).any())}
 
 
 def _check_outputs(student_out, teacher_out) -> None:
