@@ -167,6 +167,21 @@ def replay(model: nn.Module, entry: dict) -> nn.Module:
     return model if fn is None else fn(model, entry)
 
 
+def read_data_file(path: str | Path, what: str, flag: str) -> Any:
+    """Parse a YAML or JSON file (``.json`` suffix) as plain data; nothing in it is executed."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"Cannot read {what} {path}: {exc.strerror}; check the {flag} path.") from None
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+
+
 @dataclasses.dataclass
 class Recipe:
     """An ordered list of step configs. Load with :meth:`load` (YAML or JSON)."""
@@ -202,18 +217,7 @@ class Recipe:
     @classmethod
     def load(cls, path: str | Path) -> "Recipe":
         """Read a YAML or JSON recipe file (never executed: plain data only)."""
-        import yaml
-
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise UserError(f"Cannot read recipe {path}: {exc.strerror}; check the --recipe path.") from exc
-        try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise UserError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_data_file(path, "recipe", "--recipe"), source=str(path))
 
     def to_dict(self) -> dict:
         return {"version": 1, "steps": [{s.key: s.to_dict()} for s in self.steps]}

@@ -21,11 +21,11 @@ over which space. YAML or JSON, plain data only::
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..recipe import read_data_file
 from .space import Space
 from .study import PRUNERS, SAMPLERS
 
@@ -208,18 +208,7 @@ class SearchConfig:
     @classmethod
     def load(cls, path: str | Path) -> "SearchConfig":
         """Read a YAML or JSON search file (plain data; nothing is executed)."""
-        import yaml
-
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise UserError(f"Cannot read the search space {path}: {exc.strerror}; check the --space path.") from None
-        try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise UserError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_data_file(path, "the search space", "--space"), source=str(path))
 
     def to_dict(self) -> dict:
         return {"version": 1, "name": self.name, "model": dict(self.model), "data": self.data,
