@@ -10,12 +10,12 @@ Full mode:
 - low_rank: Tucker-2/SVD of the residual blocks at <= 50% of their MACs, then fine-tuning; targets: the
   decomposed layers' MACs halved, at most 1.0 point lost; measured latency reported;
 - cluster: 4-bit k-means weight sharing with centroid fine-tuning; target: at most 0.5 point lost;
-- deep_compression: magnitude prune 90% -> distil from the unpruned baseline with the pruned weights held
-  at zero -> cluster 4-bit (zeros kept as a fixed centroid) -> distil again (centroids, biases, BatchNorm)
+- deep_compression: magnitude prune to 90% gradually (cubic AGP) while distilling from the unpruned baseline
+  -> cluster 4-bit (zeros kept as a fixed centroid) -> distil again (centroids, biases, BatchNorm)
   -> the entropy-coded artifact (slimkit.cluster.save_artifact: relative indices of the non-zeros +
   their cluster indices + every other tensor, LZMA-coded; its size is the file's size, every byte);
   targets: >= 30x smaller than the FP32 baseline's weights file, at most 1.0 point lost.
-  ``--dc-batches N1,N2`` caps the two distillations (batches of 128) for slow machines.
+  ``--dc-epochs E`` sets the pruning epochs (default 4), ``--dc-batches N`` the closing distillation's batches.
 ``--only deep_compression`` (or any comma-separated subset) runs part of the bench.
 Writes bench/results/compress_fashion[_ONLY][_smoke].json (or --out); run directories go beside it, in <stem>_runs/.
 """
@@ -110,17 +110,17 @@ def deep_compression(recipe: sk.Recipe, task: sk.Task, run_dir: Path, threads: i
     return row
 
 
-def recipes(smoke: bool, dc_batches: tuple[int, int]) -> dict[str, sk.Recipe]:
+def recipes(smoke: bool, dc_epochs: int, dc_batches: int) -> dict[str, sk.Recipe]:
     tune = dict(epochs=1, max_batches=1) if smoke else dict(epochs=3)
-    first, second = (1, 1) if smoke else dc_batches
+    prune = dict(epochs=1, steps=2, max_batches=2) if smoke else dict(epochs=dc_epochs, steps=30)
     return {
         "low_rank": sk.Recipe([LowRank(rank_by="macs", target_macs=0.5, layers=("blocks.*",)), sk.FineTune(lr=0.01, **tune)]),
         "cluster": sk.Recipe([Cluster(bits=4, init="linear", lr=0.005, **({"epochs": 1, "max_batches": 1} if smoke else {"epochs": 1}))]),
         "deep_compression": sk.Recipe([
-            MagnitudePrune(sparsity=DC_SPARSITY, scope="layer", ignore=DC_DENSE),
-            Distill(lr=0.02, epochs=1, max_batches=first),
+            MagnitudePrune(sparsity=DC_SPARSITY, scope="layer", ignore=DC_DENSE, schedule="gradual", lr=0.02,
+                           distill=True, **prune),
             Cluster(bits=4),
-            Distill(lr=0.005, epochs=1, max_batches=second),
+            Distill(lr=0.005, epochs=1, max_batches=1 if smoke else dc_batches),
         ]),
     }
 
@@ -142,12 +142,12 @@ def summary(report: dict) -> dict:
 
 
 def run(smoke: bool, runs: Path, threads: int, device: str = "cpu", only: tuple[str, ...] = PARTS,
-        dc_batches: tuple[int, int] = (100, 30)) -> dict:
+        dc_epochs: int = 4, dc_batches: int = 200) -> dict:
     task = sk.load_data("fashion-mnist")
     if smoke:
         task = task.subset(train=256, test=128)
     backends, batch_sizes = (("eager",), (1,)) if smoke else (("eager", "onnxruntime"), (1, 64))
-    steps = {k: r for k, r in recipes(smoke, dc_batches).items() if k in only}
+    steps = {k: r for k, r in recipes(smoke, dc_epochs, dc_batches).items() if k in only}
     results = {"distill": distill_vs_scratch(task, smoke, device)} if "distill" in only else {}
     for name, recipe in steps.items():
         if name == "deep_compression":
@@ -187,7 +187,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="256 training / 128 test images, one batch per epoch")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts to run, of {','.join(PARTS)}")
-    parser.add_argument("--dc-batches", default="100,30", help="deep_compression: batches of the two distillations")
+    parser.add_argument("--dc-epochs", type=int, default=4, help="deep_compression: epochs of gradual pruning with distillation")
+    parser.add_argument("--dc-batches", type=int, default=200, help="deep_compression: batches of the distillation after clustering")
     parser.add_argument("--out", default=None, help="default: bench/results/compress_fashion[_ONLY][_smoke].json")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: every usable core)")
     parser.add_argument("--device", default="cpu", help="where to train (and time): cpu or cuda")
@@ -196,12 +197,11 @@ def main(argv=None) -> dict:
     unknown = set(only) - set(PARTS)
     if unknown:
         parser.error(f"--only: unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
-    first, second = (int(n) for n in args.dc_batches.split(","))
     stem = "compress_fashion" + ("" if set(only) == set(PARTS) else "_" + "_".join(only)) + ("_smoke" if args.smoke else "")
     out = Path(args.out or Path(__file__).parent / "results" / f"{stem}.json")
     threads = args.threads or (1 if args.smoke else default_threads())
     torch.set_num_threads(threads)
-    result = run(args.smoke, out.parent / f"{out.stem}_runs", threads, args.device, only, (first, second))
+    result = run(args.smoke, out.parent / f"{out.stem}_runs", threads, args.device, only, args.dc_epochs, args.dc_batches)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     if "distill" in result["results"]:

@@ -25,6 +25,13 @@ def test_training_reaches_accuracy_and_is_seeded(digits):
         assert torch.equal(pa, pb)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 8])
+def test_onecycle_handles_runs_of_a_few_steps(digits, steps):
+    # torch's OneCycleLR raised ZeroDivisionError for exactly 4 steps
+    history = fit(sk.load_model("zoo:digits-cnn"), digits, FineTune(epochs=1, max_batches=steps, batch_size=16), progress=False)
+    assert len(history["loss"]) == 1
+
+
 class _Stop(Exception):
     pass
 

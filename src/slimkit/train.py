@@ -32,7 +32,8 @@ class FineTune(StepConfig):
         optimizer: ``sgd`` (momentum 0.9, Nesterov) or ``adamw``.
         weight_decay: L2 penalty (decoupled for AdamW).
         label_smoothing: for classification tasks.
-        schedule: ``onecycle``, ``cosine`` or ``constant`` learning rate.
+        schedule: ``onecycle``, ``cosine`` or ``constant`` learning rate (``onecycle`` runs of fewer than
+            8 steps anneal like ``cosine``: too short for a warm-up phase).
         max_batches: stop each epoch after this many batches (quick runs); null = whole epoch.
         seed: seeds shuffling, augmentation and initialisation of anything random.
         keep_zeros: Linear/Conv weights that are exactly zero (pruned) stay zero while training, so
@@ -77,9 +78,11 @@ def _optimizer(model: nn.Module, cfg: FineTune) -> torch.optim.Optimizer:
 
 
 def _scheduler(opt, cfg: FineTune, steps: int):
-    if cfg.schedule == "onecycle":
+    # torch's OneCycleLR divides by a phase length that is zero for some runs under 8 steps (e.g. 4):
+    # such short runs anneal from the peak without a warm-up instead.
+    if cfg.schedule == "onecycle" and steps >= 8:
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.25)
-    if cfg.schedule == "cosine":
+    if cfg.schedule in ("cosine", "onecycle"):
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
