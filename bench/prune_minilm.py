@@ -69,8 +69,6 @@ def run(smoke: bool, run_dir: Path, threads: int, backends: tuple[str, ...]) -> 
         "size_bytes": [base["size_bytes"], final["size_bytes"]],
         "latency_ms": {"baseline": base["latency_ms"], "pruned": final["latency_ms"]},
         "speedup": {k: base["latency_ms"][k]["median"] / v["median"] for k, v in final["latency_ms"].items()},
-        "latency_note": "latency measured on a shared, loaded CPU; re-run on a quiet machine before quoting it" if backends else
-                        "latency not measured in this run (--backends '')",
         "notes": report["notes"],
         "environment": environment(),
     }

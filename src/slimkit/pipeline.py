@@ -203,5 +203,6 @@ def environment() -> dict:
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()],  # > cpu_count: timings ran on a busy machine
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
