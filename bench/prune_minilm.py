@@ -1,6 +1,6 @@
 """Head and FFN-neuron pruning of all-MiniLM-L6-v2 (issue 3, transformers): cosine, params, size, latency.
 
-    python bench/prune_minilm.py            # full: 1000 test sentences, one fine-tuning epoch on 3000 more
+    python bench/prune_minilm.py [--epochs E]   # full: 1000 test sentences, fine-tuning on 3000 more
     python bench/prune_minilm.py --smoke    # a minute: 64 sentences, 2 fine-tuning batches, eager batch-1 latency
 
 The recipe removes 50% of every layer's FFN neurons and 25% of its attention heads (ranked by L2 magnitude),
@@ -26,8 +26,11 @@ from slimkit.prune import ChannelPrune
 from slimkit.prune.transformer import encoder_layers
 
 
-def recipe(smoke: bool) -> sk.Recipe:
-    tune = sk.FineTune(epochs=1, lr=1e-4, batch_size=32, optimizer="adamw", weight_decay=0.01,
+TOKENS = 48  # sentences are cut to this many tokens (99% fit; the corpus pads all to its longest, 128)
+
+
+def recipe(smoke: bool, epochs: int = 1) -> sk.Recipe:
+    tune = sk.FineTune(epochs=epochs, lr=1e-4, batch_size=32, optimizer="adamw", weight_decay=0.01,
                        max_batches=2 if smoke else None)
     return sk.Recipe([ChannelPrune(ratio=0.5, heads=0.25, importance="l2"), tune])
 
@@ -38,15 +41,15 @@ def shapes(model: torch.nn.Module) -> list[dict]:
             for layer in encoder_layers(model).values()]
 
 
-def run(smoke: bool, run_dir: Path, threads: int, backends: tuple[str, ...]) -> dict:
+def run(smoke: bool, run_dir: Path, threads: int, backends: tuple[str, ...], epochs: int = 1) -> dict:
     model = sk.load_model("zoo:minilm")
-    task = sk.load_data("text", model=model)
+    task = text.truncated(sk.load_data("text", model=model), TOKENS)
     if smoke:
         task = task.subset(train=64, test=64)
     batch_sizes = (1,) if smoke else (1, 32)
     latency_inputs = text.example_batch(model.tokenizer, batch_size=1, length=128)
     reference = sk.load_model("zoo:minilm")
-    steps = recipe(smoke)
+    steps = recipe(smoke, epochs)
     report = sk.compress(model, steps, data=task, out_dir=run_dir, example_inputs=latency_inputs,
                          backends=backends, batch_sizes=batch_sizes, threads=threads, progress=not smoke)
     reloaded = sk.load_model(str(run_dir / "checkpoint"))
@@ -58,6 +61,7 @@ def run(smoke: bool, run_dir: Path, threads: int, backends: tuple[str, ...]) -> 
         "threads": threads,
         "recipe": steps.to_dict(),
         "test_sentences": len(task.test[0]),
+        "tokens_per_sentence": TOKENS,
         "cosine_after_pruning": pruned["metric"]["value"],
         "cosine_after_fine_tuning": final["metric"]["value"],
         "reloaded_cosine": evaluate(reloaded, task, reference)["value"],
@@ -84,13 +88,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "prune_minilm.json"))
     parser.add_argument("--backends", default=None,
                         help="comma-separated latency backends; '' = no latency (default: eager,onnxruntime; smoke: eager)")
+    parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs over the 3000 training sentences")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: every usable core)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     threads = args.threads or (1 if args.smoke else default_threads())
     torch.set_num_threads(threads)
     backends = args.backends if args.backends is not None else "eager" if args.smoke else "eager,onnxruntime"
-    result = run(args.smoke, out.parent / f"{out.stem}_run", threads, tuple(b for b in backends.split(",") if b))
+    result = run(args.smoke, out.parent / f"{out.stem}_run", threads, tuple(b for b in backends.split(",") if b), args.epochs)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     speed = ", ".join(f"{k} {v:.2f}x" for k, v in result["speedup"].items())

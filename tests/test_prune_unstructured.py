@@ -98,6 +98,23 @@ def linear_task() -> tuple[nn.Module, Task]:
     return nn.Sequential(nn.Linear(5, 3, bias=False)), Task("toy", (x, y), (x, y))
 
 
+def test_lamp_ignores_layer_scale_and_leaves_no_layer_empty():
+    model = two_layers()
+    layers = {"0": model[0], "2": model[2]}
+    scores = criterion("lamp").score(model, layers)
+    w = model[2].weight.detach().flatten().double().pow(2)
+    i = int(w.argsort()[5])  # the 6th smallest: its square over the squares of itself and every larger weight
+    assert float(scores["2"].flatten()[i]) == pytest.approx(float(w[i] / w[w >= w[i]].sum()), rel=1e-5)
+    assert all(float(s.max()) == 1.0 for s in scores.values())  # each layer's largest weight
+    with torch.no_grad():
+        model[0].weight.div_(10)  # undo the first layer's scale: LAMP scores do not change
+    torch.testing.assert_close(criterion("lamp").score(model, layers)["0"], scores["0"])
+    pruned = slimkit.apply(two_layers(), MagnitudePrune(sparsity=0.9, importance="lamp"), example_inputs=(torch.randn(1, 16),))
+    assert 0.5 < zeros(pruned[0].weight) < 0.99 and 0.5 < zeros(pruned[2].weight) < 0.99
+    l1 = slimkit.apply(two_layers(), MagnitudePrune(sparsity=0.9), example_inputs=(torch.randn(1, 16),))
+    assert zeros(l1[2].weight) == 1.0  # raw magnitudes empty the small-scaled layer
+
+
 def test_taylor_is_weight_times_mean_gradient():
     model, task = linear_task()
     layers = {"0": model[0]}

@@ -40,6 +40,25 @@ class Magnitude(Importance):
         return {name: m.weight.detach().abs().pow(self.p) for name, m in layers.items()}
 
 
+class Lamp(Importance):
+    """LAMP (Lee et al., ICLR 2021): w^2 over the sum of w'^2 of every weight of the layer at least as large.
+
+    Ranked globally it gives each layer its own sparsity, and unlike raw magnitudes it is unaffected by a
+    layer's scale (a conv followed by BatchNorm can have any), so no layer is emptied for being small.
+    """
+
+    def score(self, model, layers, task=None):
+        scores = {}
+        for name, m in layers.items():
+            squared = m.weight.detach().flatten().double().pow(2)
+            values, order = torch.sort(squared)
+            larger_or_equal = values.flip(0).cumsum(0).flip(0)
+            score = torch.empty_like(squared)
+            score[order] = values / larger_or_equal.clamp_min(torch.finfo(torch.float64).tiny)
+            scores[name] = score.view_as(m.weight).float()
+        return scores
+
+
 class Taylor(Importance):
     """First-order Taylor |w * dL/dw|, with the gradient averaged over the first ``batches`` training batches."""
 
@@ -93,6 +112,7 @@ class RandomImportance(Importance):
 CRITERIA = {
     "l1": lambda: Magnitude(1),
     "l2": lambda: Magnitude(2),
+    "lamp": Lamp,
     "taylor": Taylor,
     "snip": Snip,
     "random": RandomImportance,

@@ -24,7 +24,8 @@ class MagnitudePrune(StepConfig):
     Args:
         sparsity: fraction of the weights set to zero, in [0, 1).
         scope: ``global`` ranks all layers together; ``layer`` gives every layer the same sparsity.
-        importance: ``l1``, ``l2``, ``taylor`` (|w * dL/dw| on a few batches), ``snip`` or ``random``.
+        importance: ``l1``, ``l2``, ``lamp`` (magnitude normalised per layer, for global ranking of layers
+            with different scales), ``taylor`` (|w * dL/dw| on a few batches), ``snip`` or ``random``.
         schedule: ``iterative`` prunes in ``steps`` rounds with ``epochs`` of fine-tuning after each;
             ``gradual`` (AGP, Zhu & Gupta 2017) trains ``epochs`` in all and raises the sparsity ``steps``
             times at evenly spaced training steps over the first half of them; the rest trains at the target.
@@ -41,7 +42,7 @@ class MagnitudePrune(StepConfig):
     key = "magnitude_prune"
     sparsity: float = 0.5
     scope: Literal["global", "layer"] = "global"
-    importance: Literal["l1", "l2", "taylor", "snip", "random"] = "l1"
+    importance: Literal["l1", "l2", "lamp", "taylor", "snip", "random"] = "l1"
     schedule: Literal["iterative", "gradual"] = "iterative"
     steps: int = 1
     epochs: int = 0
