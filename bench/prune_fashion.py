@@ -90,6 +90,9 @@ def acceptance(results: dict) -> dict[str, bool]:
         channel = results["channel"]
         checks["channel_macs_le_0.5"] = channel["macs_fraction"] <= 0.5
         checks["channel_drop_le_1pt"] = channel["top1_drop_points"] <= 1.0
+        fast = {b for b in {k.split("/")[0] for k in channel["speedup"]}
+                if all(v >= 1.6 for k, v in channel["speedup"].items() if k.startswith(b + "/"))}
+        checks["channel_speedup_ge_1.6_bs1_and_bs64_on_one_backend"] = bool(fast)
         checks.update({f"channel_speedup_ge_1.6_{k}": v >= 1.6 for k, v in channel["speedup"].items()})
     return checks
 
