@@ -199,11 +199,12 @@ def cosine_to_teacher(teacher: nn.Module, n_inputs: int) -> LossFn:
 
 @register(FineTune)
 def fine_tune(model: nn.Module, cfg: FineTune, ctx) -> nn.Module:
-    """Fine-tune on ctx.task; embedding tasks are tuned towards the teacher's embeddings."""
+    """Fine-tune on ctx.task; embedding tasks are tuned towards the embeddings of the model the run started
+    from (``ctx.reference``, which the reported cosine compares with), not the pruned model before this step."""
     task = ctx.require_task("fine_tune")
     loss_fn = None
     if task.metric == "cosine":
-        loss_fn = cosine_to_teacher(ctx.teacher.to(ctx.device).eval(), task.n_inputs)
+        loss_fn = cosine_to_teacher(ctx.reference.to(ctx.device).eval(), task.n_inputs)
     from .prune.masks import zeros_kept
 
     with zeros_kept(model) if cfg.keep_zeros else contextlib.nullcontext():
