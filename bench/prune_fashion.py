@@ -40,7 +40,7 @@ def recipes(smoke: bool) -> dict[str, sk.Recipe]:
         }
     return {
         "magnitude": sk.Recipe([MagnitudePrune(sparsity=0.9, importance="lamp", schedule="gradual", steps=30, epochs=4,
-                                               lr=0.02, distill=True)]),
+                                               lr=0.1, distill=True)]),
         "channel": sk.Recipe([ChannelPrune(target_macs=0.5, round_to=8),
                               Distill(teachers=("zoo:fashion-cnn",), epochs=4, lr=0.02)]),
     }
