@@ -12,8 +12,8 @@ Full mode:
 - cluster: 4-bit k-means weight sharing with centroid fine-tuning; target: at most 0.5 point lost;
 - deep_compression: magnitude prune to 90% (global LAMP ranking) gradually (cubic AGP) while distilling
   from the unpruned baseline -> cluster 4-bit (zeros kept as a fixed centroid) -> distil again (centroids,
-  biases, BatchNorm) -> the entropy-coded artifact (slimkit.cluster.save_artifact: relative indices of the non-zeros +
-  their cluster indices + every other tensor, LZMA-coded; its size is the file's size, every byte);
+  biases, BatchNorm) -> the entropy-coded artifact (slimkit.cluster.save_artifact: relative indices of the
+  non-zeros + their cluster indices + every other tensor, LZMA-coded; its size is the file's size, every byte);
   targets: >= 30x smaller than the FP32 baseline's weights file, at most 1.0 point lost.
   ``--dc-epochs E`` sets the pruning epochs (default 4), ``--dc-batches N`` the closing distillation's batches.
 ``--only deep_compression`` (or any comma-separated subset) runs part of the bench.

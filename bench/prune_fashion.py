@@ -25,9 +25,9 @@ import torch
 
 import slimkit as sk
 import slimkit.prune  # noqa: F401  (registers the pruning steps)
+from slimkit.distill import Distill
 from slimkit.measure import default_threads
 from slimkit.pipeline import environment
-from slimkit.distill import Distill
 from slimkit.prune import ChannelPrune, MagnitudePrune
 
 
@@ -90,9 +90,9 @@ def acceptance(results: dict) -> dict[str, bool]:
         channel = results["channel"]
         checks["channel_macs_le_0.5"] = channel["macs_fraction"] <= 0.5
         checks["channel_drop_le_1pt"] = channel["top1_drop_points"] <= 1.0
-        fast = {b for b in {k.split("/")[0] for k in channel["speedup"]}
-                if all(v >= 1.6 for k, v in channel["speedup"].items() if k.startswith(b + "/"))}
-        checks["channel_speedup_ge_1.6_bs1_and_bs64_on_one_backend"] = bool(fast)
+        backends = {k.split("/")[0] for k in channel["speedup"]}
+        checks["channel_speedup_ge_1.6_bs1_and_bs64_on_one_backend"] = any(
+            all(v >= 1.6 for k, v in channel["speedup"].items() if k.startswith(b + "/")) for b in backends)
         checks.update({f"channel_speedup_ge_1.6_{k}": v >= 1.6 for k, v in channel["speedup"].items()})
     return checks
 

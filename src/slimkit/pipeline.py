@@ -82,10 +82,11 @@ def apply(model: nn.Module, config: StepConfig, *, example_inputs: tuple | None 
     """Apply one step config to ``model`` and return the result (the input may be modified in place)."""
     if example_inputs is None and data is None:
         raise UserError("apply() needs example_inputs or data.")
-    ctx = Context(example_inputs or data.example_inputs(1), data, None, copy.deepcopy(model).eval(), device, default_threads(),
+    before_step = copy.deepcopy(model).eval()  # fine_tune's target, and the teacher unless one is given
+    ctx = Context(example_inputs or data.example_inputs(1), data, None, before_step, device, default_threads(),
                   Path(out_dir or tempfile.mkdtemp(prefix="slimkit-")), progress=False)
     before = origin(model)
-    model = _run_step(model, config, ctx, teacher)
+    model = _run_step(model, config, ctx, teacher if teacher is not None else before_step)
     history = before["history"] + ([_entry(config, ctx)] if ctx.replay else [])
     return set_origin(model, before["base"], history)
 
