@@ -1,5 +1,8 @@
 """slimkit search: space validation, exact-N trial counting under races and dead workers, an end-to-end
 search on digits (best checkpoint, recipe and architecture reload), resume, and bad input."""
+import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -160,6 +163,30 @@ def test_search_end_to_end_best_reloads_and_resume_adds_exactly_the_new_trials(t
     assert [(t["number"], t["values"]) for t in again["trials"]][:3] == first
     with pytest.raises(UserError, match="another space"):
         search(SearchConfig.from_dict({**TINY, "seed": 5}), out, threads=1, progress=False)
+
+
+def test_trials_train_under_torchrun_with_every_rank_sharing_each_trial(tmp_path, digits):
+    # the 2 processes split each epoch's batches: 4 epochs make as many optimiser steps as 2 in one process
+    out, space = tmp_path / "run", write_space(tmp_path, n_trials=2, budget={**TINY["budget"], "epochs": 4})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+           "-m", "slimkit", "search", "--space", str(space), "--out", str(out), "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["states"]["COMPLETE"] == 2 and results["states"]["FAIL"] == 0
+    assert [t["measured"]["processes"] for t in results["trials"]] == [2, 2]
+    assert sorted(p.name for p in (out / "trials").iterdir()) == ["0000", "0001"]  # rank 0 alone saved
+    model = slimkit.load_model(str(out / "best" / "checkpoint"))
+    _, val, _ = split(digits, SearchConfig.load(space))
+    assert evaluate(model, val)["value"] == pytest.approx(results["best"]["measured"]["metric"], abs=1e-6)
+    assert results["best"]["measured"]["metric"] > 0.5
+
+
+def test_workers_and_torchrun_do_not_mix(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="torchrun"):
+        search(SearchConfig.from_dict(dict(TINY)), tmp_path / "run", workers=2, threads=1, progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_multi_objective_search_reports_a_pareto_front_of_measured_models(tmp_path, digits):

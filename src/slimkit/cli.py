@@ -168,9 +168,10 @@ def _cmd_search(args) -> int:
     storage = args.storage or os.environ.get("SLIMKIT_STORAGE")
     results = search(config, args.out, storage=storage, workers=args.workers, device=args.device,
                      threads=args.threads, progress=True)
-    from .search.report import render_markdown
+    if results is not None:  # None on torchrun's other ranks
+        from .search.report import render_markdown
 
-    print(render_markdown(results))
+        print(render_markdown(results))
     return 0
 
 

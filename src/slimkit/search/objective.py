@@ -96,6 +96,13 @@ class _ReportEpochs(Callback):
                 raise optuna.TrialPruned(f"validation {self.scores[-1]:.4f} after epoch {epoch}")
 
 
+def _rank_and_world() -> tuple[int, int]:
+    """(rank, processes) of this trial: (0, 1) unless it trains under torchrun."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class TrialObjective:
     """``objective(trial) -> values`` for Optuna, in the order of ``config.objectives``.
 
@@ -124,21 +131,27 @@ class TrialObjective:
         model = build_model(self.config, model_params, self.train)
         reporter = _ReportEpochs(trial, self.val, self.device, prune=self.config.pruner != "none")
         fit(model, self.train, cfg, device=self.device, progress=False, callbacks=(reporter,))
-        values = measure_objectives(model, self.config, self.val, reporter.scores[-1])
-        values["train_seconds"] = round(time.perf_counter() - start, 2)
-        trial.set_user_attr("measured", values)
+        rank, processes = _rank_and_world()
+        values = measure_objectives(model, self.config, self.val, reporter.scores[-1]) if rank == 0 else {}
+        values.update(train_seconds=round(time.perf_counter() - start, 2), processes=processes)
+        trial.set_user_attr("measured", values)  # under torchrun: collective calls, rank 0's value is stored
         trial.set_user_attr("fine_tune", cfg.to_dict())
-        path = self._save(trial.number, model)
-        if path is not None:
-            trial.set_user_attr("checkpoint", str(path.resolve()))
-        return tuple(values[o.label] for o in self.config.objectives)
+        if self._saves(model):
+            path = self._save(trial.number, model) if rank == 0 else None
+            trial.set_user_attr("checkpoint", path and str(path.resolve()))
+        return tuple(values[o.label] for o in self.config.objectives) if rank == 0 else None
 
-    def _save(self, number: int, model: nn.Module) -> Path | None:
+    @staticmethod
+    def _saves(model: nn.Module) -> bool:
+        """Only builder models with an origin SPEC get a checkpoint that reloads."""
+        from ..models.checkpoint import origin
+
+        return origin(model)["base"] is not None
+
+    def _save(self, number: int, model: nn.Module) -> Path:
         """Write the trial's checkpoint atomically (a killed worker leaves no half-written folder)."""
-        from ..models.checkpoint import origin, save_checkpoint
+        from ..models.checkpoint import save_checkpoint
 
-        if origin(model)["base"] is None:
-            return None
         final = self.out / TRIALS_DIR / f"{number:04d}"
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{number:04d}.", dir=final.parent))

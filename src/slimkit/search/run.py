@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .config import SearchConfig
+from .distributed import TrialGroup, check_workers, world_size
 from .study import STUDY_FILE, make_pruner, make_sampler, open_storage, open_study, redact, run_trials, sqlite_url
 
 RUN_FILE = "search.json"
@@ -45,8 +46,9 @@ def _write(path: Path, text: str) -> None:
 
 
 def _worker(config: SearchConfig, url: str, out: str, seed: int | None, threads: int, device: str, progress: bool,
-            task=None) -> None:
-    """One worker: open the study and run trials until the study has its N finished trials."""
+            task=None, group=None) -> None:
+    """One worker: open the study and run trials until the study has its N finished trials (with ``group``,
+    rank 0 of torchrun, whose other ranks train each trial with it)."""
     import torch
 
     from ..data import load_data
@@ -57,12 +59,15 @@ def _worker(config: SearchConfig, url: str, out: str, seed: int | None, threads:
     study = open_study(storage, config.name, make_sampler(config.sampler, seed, config.n_trials), config.directions,
                        make_pruner(config.pruner, config.budget.epochs))
     objective = TrialObjective(config, task or load_data(config.data), out, device)
-    run_trials(study, objective, config.n_trials, progress=progress)
+    run_trials(study, group.lead(objective) if group else objective, config.n_trials, progress=progress)
+    if group:
+        group.finish()
 
 
 def search(config: SearchConfig, out_dir: str | Path, *, storage: str | None = None, workers: int = 1,
-           device: str = "cpu", threads: int | None = None, progress: bool = True, task=None) -> dict:
+           device: str = "cpu", threads: int | None = None, progress: bool = True, task=None) -> dict | None:
     """Run or resume the study, then write results: ``results.json``, ``best/`` and ``report.{md,html}``.
+    Under torchrun every process runs this; rank 0 drives the study and the others train each trial with it.
 
     Args:
         config: the validated search file (CLI overrides already applied).
@@ -70,17 +75,28 @@ def search(config: SearchConfig, out_dir: str | Path, *, storage: str | None = N
         storage: an Optuna RDB URL (``postgresql://user@host/db``; the password from PGPASSWORD or the URL,
             never printed or stored); default: SQLite in ``out_dir``.
         workers: worker processes on this machine.
-        threads: intra-op threads per worker (default: slimkit's thread count // workers, at least 1).
+        threads: intra-op threads per process (default: slimkit's thread count // processes on this machine).
         task: the already loaded ``config.data`` Task (loaded here when None).
     Returns:
-        the results dict (also in ``results.json``).
+        the results dict (also in ``results.json``); None on torchrun ranks other than 0.
     """
     from ..data import load_data
     from ..measure import default_threads
 
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}.")
+    check_workers(workers)
     out = Path(out_dir)
+    group = TrialGroup(device) if world_size() > 1 else None
+    threads = threads or max(1, default_threads() // (workers * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    if group and group.rank > 0:
+        import torch
+
+        from .objective import TrialObjective
+
+        torch.set_num_threads(threads)
+        group.follow(TrialObjective(config, task or load_data(config.data), out, device))
+        return None
     label = redact(storage) if storage else f"sqlite:///{STUDY_FILE} (in the run folder)"
     if storage:  # fail on an unreachable server before touching the run folder
         open_study(open_storage(storage, config.heartbeat_s), config.name, None, config.directions)
@@ -94,12 +110,11 @@ def search(config: SearchConfig, out_dir: str | Path, *, storage: str | None = N
             shutil.rmtree(out, ignore_errors=True)
         raise
     _write(out / RUN_FILE, json.dumps({"config": config.to_dict(), "storage": label}, indent=2))
-    threads = threads or max(1, default_threads() // workers)
     # Workers of one machine draw from seed, seed + 1, ...; on a shared server every process (of any machine)
     # seeds itself at random, or machines running the same command would propose the same trials.
     seeds = [None if storage else config.seed + i for i in range(workers)]
     if workers == 1:
-        _worker(config, url, str(out), seeds[0], threads, device, progress, task)
+        _worker(config, url, str(out), seeds[0], threads, device, progress, task, group)
     else:
         ctx = multiprocessing.get_context("spawn")
         procs = [ctx.Process(target=_worker, args=(config, url, str(out), seeds[i], threads, device, progress and i == 0))
