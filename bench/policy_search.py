@@ -1,10 +1,10 @@
 """Compression policy search bench (issue 6): per-group channel pruning under a 50% MACs budget, zoo:fashion-cnn.
 
-    python bench/policy_search.py            # full: about 30 minutes on a busy 2-core CPU (1 thread)
+    python bench/policy_search.py            # full: about 30 minutes on the quiet 2-core CPU
     python bench/policy_search.py --smoke    # seconds: tiny subsets; used by the test suite
 
-Three ways to reach <= 50% of the baseline MACs, each followed by the SAME fine-tuning (same FineTune config,
-data, seed) and scored on the full test split:
+Three ways to reach <= 50% of the baseline MACs, each followed by the SAME fine-tuning (same FineTune config and
+data, once per seed 0, 1, 2) and scored on the full test split (mean over the seeds):
 - uniform: ``ChannelPrune(target_macs=0.5)``, one global ratio for every channel group;
 - search: per-group sensitivity caps the space, then Optuna TPE over per-group ratios, each candidate projected
   onto the budget and scored by validation top-1 after BatchNorm recalibration (AMC-style proxy);
@@ -16,7 +16,10 @@ Writes bench/results/policy_search.json (or --out) and the searched policy as a 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -35,11 +38,11 @@ from slimkit.search.sensitivity import prune_sensitivity, ratio_caps
 TARGET_MACS = 0.5
 SETTINGS = {  # proxy evaluations: search = 1 + groups x sensitivity ratios + trials; netadapt ~ groups x 0.5 / step
     "full": {"n_val": 5000, "val_images": 1000, "recal_batches": 2, "batch_size": 128, "sensitivity": (0.3, 0.6),
-             "tolerance": 0.05, "trials": 20, "step": 0.1, "train": None, "test": None,
-             "fine_tune": sk.FineTune(epochs=1, lr=0.01, max_batches=80, seed=0)},
+             "tolerance": 0.05, "trials": 30, "step": 0.1, "train": None, "test": None, "seeds": (0, 1, 2),
+             "fine_tune": sk.FineTune(epochs=1, lr=0.01, max_batches=80)},
     "smoke": {"n_val": 100, "val_images": 64, "recal_batches": 1, "batch_size": 32, "sensitivity": (0.5,),
-              "tolerance": 0.05, "trials": 3, "step": 0.3, "train": 400, "test": 100,
-              "fine_tune": sk.FineTune(epochs=1, lr=0.01, batch_size=32, max_batches=2, seed=0)},
+              "tolerance": 0.05, "trials": 3, "step": 0.3, "train": 400, "test": 100, "seeds": (0,),
+              "fine_tune": sk.FineTune(epochs=1, lr=0.01, batch_size=32, max_batches=2)},
 }
 
 
@@ -72,7 +75,7 @@ def run(smoke: bool, out: Path, progress: bool) -> dict:
     for name, found, step in (("uniform", uniform, ChannelPrune(target_macs=TARGET_MACS)),
                               ("search", search, searched.channel_prune()),
                               ("netadapt", adapt, greedy.channel_prune())):
-        results[name] = finish(step, found, train, x, cfg["fine_tune"], base_macs, base_params)
+        results[name] = finish(step, found, train, x, cfg["fine_tune"], cfg["seeds"], base_macs, base_params)
     return {
         "mode": "smoke" if smoke else "full", "model": "zoo:fashion-cnn", "target_macs": TARGET_MACS,
         "threads": torch.get_num_threads(),
@@ -85,22 +88,26 @@ def run(smoke: bool, out: Path, progress: bool) -> dict:
         "search_history": [{"number": t.number, "val_top1": t.value, **t.user_attrs} for t in study.trials],
         "netadapt_history": steps,
         "results": results, "recipe": recipe.name,
-        "checks": None if smoke else {"search_beats_uniform": results["search"]["top1"] > results["uniform"]["top1"]},
+        "checks": None if smoke else {"search_beats_uniform_mean_of_seeds": results["search"]["top1"] > results["uniform"]["top1"]},
         "environment": environment(),
     }
 
 
-def finish(step: ChannelPrune, found: dict, train: sk.Task, x: tuple, tune: sk.FineTune, base_macs: int,
-           base_params: int) -> dict:
-    """Prune a fresh baseline with ``step``, fine-tune it with ``tune`` and score it on the full test split."""
+def finish(step: ChannelPrune, found: dict, train: sk.Task, x: tuple, tune: sk.FineTune, seeds: tuple[int, ...],
+           base_macs: int, base_params: int) -> dict:
+    """Prune a fresh baseline with ``step``, fine-tune it with ``tune`` once per seed and score each on the
+    full test split; ``top1`` is the mean over seeds."""
     policy: Policy = found["policy"]
-    model = sk.apply(sk.load_model("zoo:fashion-cnn"), step, example_inputs=x)
-    macs = count_macs(model, x)[0]
+    pruned = sk.apply(sk.load_model("zoo:fashion-cnn"), step, example_inputs=x)
+    macs = count_macs(pruned, x)[0]
     assert abs(macs / base_macs - policy.macs_fraction) < 1e-9, "the recipe must prune exactly as the policy"
-    started = time.perf_counter()
-    sk.fit(model, train, tune, progress=False)
-    return {"top1": evaluate(model, train)["value"],
-            "macs_fraction": macs / base_macs, "params_fraction": count_params(model)[0] / base_params,
+    started, per_seed = time.perf_counter(), []
+    for seed in seeds:
+        model = copy.deepcopy(pruned)
+        sk.fit(model, train, dataclasses.replace(tune, seed=seed), progress=False)
+        per_seed.append(evaluate(model, train)["value"])
+    return {"top1": statistics.mean(per_seed), "top1_per_seed": dict(zip(seeds, per_seed)),
+            "macs_fraction": macs / base_macs, "params_fraction": count_params(pruned)[0] / base_params,
             "val_top1_proxy": policy.score, "proxy_evaluations": found["evaluations"],
             "search_seconds": found.get("seconds", 0.0), "fine_tune_seconds": time.perf_counter() - started,
             "policy": policy.to_dict()["groups"]}
@@ -120,7 +127,7 @@ def main(argv=None) -> dict:
     base = result["baseline"]
     print(f"baseline  top1 {base['top1']:.4f}")
     for name, row in result["results"].items():
-        print(f"{name:<9} top1 {row['top1']:.4f}, "
+        print(f"{name:<9} top1 {row['top1']:.4f} (mean of {len(row['top1_per_seed'])} seeds), "
               f"MACs x{row['macs_fraction']:.3f}, params x{row['params_fraction']:.3f}, "
               f"val proxy {row['val_top1_proxy']:.4f} from {row['proxy_evaluations']} evaluations")
     for check, ok in (result["checks"] or {}).items():
