@@ -26,6 +26,8 @@ from slimkit.measure.latency import batch_of, fixed_threads, interleaved_timings
 from slimkit.pipeline import environment
 from slimkit.report import write_reports
 
+from results_io import write_results
+
 
 def max_diff(predict, reference, inputs: tuple, batch_size: int = 128) -> float:
     """Largest |predict - reference| over all rows of ``inputs``."""
@@ -125,8 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, block in results["peers"].items():
         print(name + ": " + ", ".join(f"{p['name']} {p['speedup_vs_eager']['bs1']:.2f}x" for p in block["peers"]))
     out = Path(args.out) / f"compile_fashion{suffix}.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    write_results(out, results)
     return results
 
 

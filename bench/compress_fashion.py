@@ -22,7 +22,6 @@ Writes bench/results/compress_fashion[_ONLY][_smoke].json (or --out); run direct
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
@@ -39,6 +38,8 @@ from slimkit.measure.counts import count_macs, count_params
 from slimkit.measure.metric import evaluate, outputs
 from slimkit.pipeline import environment
 from slimkit.prune import MagnitudePrune
+
+from results_io import print_checks, write_results
 
 BASELINE = "zoo:fashion-cnn"
 PARTS = ("distill", "low_rank", "cluster", "deep_compression")
@@ -115,7 +116,7 @@ def recipes(smoke: bool, dc_epochs: int, dc_batches: int) -> dict[str, sk.Recipe
         "low_rank": sk.Recipe([LowRank(rank_by="macs", target_macs=0.5, layers=("blocks.*",)), sk.FineTune(lr=0.01, **tune)]),
         "cluster": sk.Recipe([Cluster(bits=4, init="linear", lr=0.005, **({"epochs": 1, "max_batches": 1} if smoke else {"epochs": 1}))]),
         "deep_compression": sk.Recipe([
-            MagnitudePrune(sparsity=DC_SPARSITY, importance="lamp", schedule="gradual", lr=0.02, distill=True, **prune),
+            MagnitudePrune(sparsity=DC_SPARSITY, importance="lamp", schedule="gradual", lr=0.1, distill=True, **prune),
             Cluster(bits=4),
             Distill(lr=0.005, epochs=1, max_batches=1 if smoke else dc_batches),
         ]),
@@ -199,8 +200,7 @@ def main(argv=None) -> dict:
     threads = args.threads or (1 if args.smoke else default_threads())
     torch.set_num_threads(threads)
     result = run(args.smoke, out.parent / f"{out.stem}_runs", threads, args.device, only, args.dc_epochs, args.dc_batches)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_results(out, result)
     if "distill" in result["results"]:
         kd = result["results"]["distill"]
         print(f"distill    KD {kd['kd_mean']:.4f} vs no-KD {kd['no_kd_mean']:.4f} ({kd['gap_points']:+.2f} pt), "
@@ -210,8 +210,7 @@ def main(argv=None) -> dict:
             row = result["results"][name]
             print(f"{name:<17} top1 {row['top1_baseline']:.4f} -> {row['top1_final']:.4f} ({row['top1_drop_points']:+.2f} pt lost), "
                   f"MACs x{row['macs_fraction']:.3f}, {row['size_ratio_vs_fp32']:.1f}x smaller than FP32")
-    for check, ok in (result["checks"] or {}).items():
-        print(f"{'PASS' if ok else 'FAIL'} {check}")
+    print_checks(result["checks"])
     return result
 
 

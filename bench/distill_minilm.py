@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from pathlib import Path
 
@@ -31,6 +30,8 @@ from slimkit.measure.latency import measure_latency_many
 from slimkit.measure.metric import outputs
 from slimkit.measure.size import artifact_size
 from slimkit.pipeline import environment
+
+from results_io import write_results
 
 
 TOKENS = 48
@@ -90,8 +91,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(threads)
     result = run(args.smoke, tuple(args.backends.split(",")), threads, args.max_batches, 3 if args.smoke else args.repeats,
                  tuple(int(b) for b in args.batch.split(",")), args.held_out, args.epochs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_results(out, result)
     cos = result["cosine_to_teacher"]
     print(f"{result['layers']['student']}-layer student: cosine to teacher {cos['before_distillation']:.4f} -> "
           f"{cos['after_distillation']:.4f}; params {result['params']['student']} / {result['params']['teacher']}")

@@ -13,7 +13,6 @@ more than the larger of the two interquartile ranges.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -23,6 +22,8 @@ from slimkit.measure import default_threads
 from slimkit.measure.latency import measure_latency, measure_latency_many
 from slimkit.models.spec import default_input_shape
 from slimkit.pipeline import environment
+
+from results_io import write_results
 
 
 def run(model_spec: str, backends: tuple[str, ...], batch_sizes: tuple[int, ...], repeats: int) -> dict:
@@ -58,8 +59,7 @@ def main(argv=None) -> dict:
         result = run(args.model, ("eager",), (1,), 5)
     else:
         result = run(args.model, ("eager", "onnxruntime"), (1, 64), 30)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_results(args.out, result)
     for mode in ("results", "sequential"):
         for key, row in result[mode].items():
             print(f"{'interleaved' if mode == 'results' else 'sequential':<12} {key:<18} {row['first']['median']:8.3f} vs "

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +33,8 @@ from slimkit.prune import ChannelPrune
 from slimkit.search.netadapt import netadapt
 from slimkit.search.policy import Policy, PruningProblem, holdout, search_policy
 from slimkit.search.sensitivity import prune_sensitivity, ratio_caps
+
+from results_io import print_checks, write_results
 
 TARGET_MACS = 0.5
 SETTINGS = {  # proxy evaluations: search = 1 + groups x sensitivity ratios + trials; netadapt ~ groups x 0.5 / step
@@ -123,15 +124,14 @@ def main(argv=None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads or (1 if args.smoke else default_threads()))
     result = run(args.smoke, out, progress=not args.smoke)
-    out.write_text(json.dumps(result, indent=2))
+    write_results(out, result)
     base = result["baseline"]
     print(f"baseline  top1 {base['top1']:.4f}")
     for name, row in result["results"].items():
         print(f"{name:<9} top1 {row['top1']:.4f} (mean of {len(row['top1_per_seed'])} seeds), "
               f"MACs x{row['macs_fraction']:.3f}, params x{row['params_fraction']:.3f}, "
               f"val proxy {row['val_top1_proxy']:.4f} from {row['proxy_evaluations']} evaluations")
-    for check, ok in (result["checks"] or {}).items():
-        print(f"{'PASS' if ok else 'FAIL'} {check}")
+    print_checks(result["checks"])
     return result
 
 

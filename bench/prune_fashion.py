@@ -30,6 +30,8 @@ from slimkit.measure import default_threads
 from slimkit.pipeline import environment
 from slimkit.prune import ChannelPrune, MagnitudePrune
 
+from results_io import print_checks, write_results
+
 
 def recipes(smoke: bool) -> dict[str, sk.Recipe]:
     if smoke:
@@ -129,15 +131,13 @@ def main(argv=None) -> dict:
     if not args.smoke and out.is_file() and set(args.only) != {"magnitude", "channel"}:
         result = merged(json.loads(out.read_text()), result)
     result["checks"] = None if args.smoke else acceptance(result["results"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_results(out, result)
     for name, row in result["results"].items():
         speed = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup"].items())
         print(f"{name:<10} top1 {row['top1_baseline']:.4f} -> {row['top1_final']:.4f} "
               f"({row['top1_drop_points']:+.2f} pt lost), sparsity {row['sparsity']:.3f}, "
               f"MACs x{row['macs_fraction']:.3f}, speedup {speed}")
-    for check, ok in (result["checks"] or {}).items():
-        print(f"{'PASS' if ok else 'FAIL'} {check}")
+    print_checks(result["checks"])
     return result
 
 

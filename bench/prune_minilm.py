@@ -12,7 +12,6 @@ bench/results/prune_minilm.json (or --out); the run directory goes beside it, in
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -24,6 +23,8 @@ from slimkit.measure.metric import evaluate
 from slimkit.pipeline import environment
 from slimkit.prune import ChannelPrune
 from slimkit.prune.transformer import encoder_layers
+
+from results_io import write_results
 
 
 TOKENS = 48  # sentences are cut to this many tokens (99% fit; the corpus pads all to its longest, 128)
@@ -96,8 +97,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(threads)
     backends = args.backends if args.backends is not None else "eager" if args.smoke else "eager,onnxruntime"
     result = run(args.smoke, out.parent / f"{out.stem}_run", threads, tuple(b for b in backends.split(",") if b), args.epochs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_results(out, result)
     speed = ", ".join(f"{k} {v:.2f}x" for k, v in result["speedup"].items())
     print(f"minilm: cosine {result['cosine_after_pruning']:.4f} pruned, {result['cosine_after_fine_tuning']:.4f} "
           f"fine-tuned, {result['reloaded_cosine']:.4f} reloaded; params {result['params'][0]} -> "

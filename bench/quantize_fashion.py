@@ -8,7 +8,6 @@ Writes bench/results/quantize_fashion[_smoke].json and prints one summary line p
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from slimkit.measure import default_threads
 from slimkit.measure.latency import measure_latency_many
 from slimkit.pipeline import environment
 from slimkit.quantize import Quantize
+
+from results_io import write_results
 
 BACKENDS = ("eager", "onnxruntime")
 
@@ -71,9 +72,7 @@ def main() -> None:
         latency = ", ".join(f"{k} x{v:.2f}" for k, v in summary["latency_ratio"].items())
         print(f"{name}: size x{summary['size_ratio']:.3f}, latency {latency}, top-1 {summary['top1_delta_points']:+.2f} pt")
     out = Path(args.out) / f"quantize_fashion{'_smoke' if args.smoke else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    write_results(out, results)
 
 
 if __name__ == "__main__":

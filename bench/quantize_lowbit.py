@@ -13,7 +13,6 @@ Writes bench/results/quantize_lowbit[_smoke].json and prints one line per config
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from slimkit.measure.size import state_bytes
 from slimkit.pipeline import environment
 from slimkit.quantize import Quantize, quantize_model
 from slimkit.quantize.calibrate import task_batches
+
+from results_io import write_results
 
 
 def configs(smoke: bool) -> dict[str, Quantize]:
@@ -57,7 +58,6 @@ def main() -> None:
     results = {"benchmark": "quantize_lowbit", "smoke": args.smoke, "environment": environment(),
                "test_samples": len(task.test[0]), "baseline": baseline, "runs": {}}
     out = Path(args.out) / f"quantize_lowbit{'_smoke' if args.smoke else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     for name, cfg in configs(args.smoke).items():
         if args.only and name not in args.only:
             continue
@@ -74,8 +74,7 @@ def main() -> None:
         }
         print(f"{name}: size x{size / baseline['size_bytes']:.3f}, top-1 {100 * top1:.2f}% "
               f"({100 * (top1 - baseline['top1']):+.2f} pt), {seconds:.0f} s", flush=True)
-        out.write_text(json.dumps(results, indent=2))  # partial results survive an interrupted run
-    print(f"wrote {out}")
+        write_results(out, results)  # partial results survive an interrupted run
 
 
 if __name__ == "__main__":

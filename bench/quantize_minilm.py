@@ -33,6 +33,8 @@ from slimkit.measure.size import state_bytes
 from slimkit.pipeline import environment
 from slimkit.quantize import Quantize, quantized_layers
 
+from results_io import write_results
+
 
 def mean_cosine(sess, task, reference: torch.Tensor) -> float:
     """Mean cosine similarity of an onnxruntime session's embeddings to ``reference`` over the test split."""
@@ -94,9 +96,7 @@ def main() -> None:
         print(f"{name}: {run['onnx_bytes'] / 1e6:.1f} MB, cosine {run['cosine_to_fp32']:.4f}, "
               f"latency x{run['latency_ratio_to_fp32']:.2f} of fp32 ({run['latency_ms']['median']:.1f} ms)")
     out = Path(args.out) / f"quantize_minilm{'_smoke' if args.smoke else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    write_results(out, results)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from slimkit.pipeline import environment
 from slimkit.search import Budget, SearchConfig, search
 from slimkit.search.objective import build_model, split, trial_params
 
+from results_io import write_results
+
 ROOT = Path(__file__).parent.parent
 UNTRAINED_CNN = "slimkit.models.zoo:fashion_cnn"  # the shipped baseline's architecture, freshly initialised
 
@@ -157,9 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     for part, fn in (("tpe_vs_random", tpe_vs_random), ("hardware_aware", hardware_aware)):
         if args.only in (None, part):
             result[part] = {**fn(s, threads, runs_dir, task), "threads": threads, "environment": environment()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_results(out, result)
     return result
 
 

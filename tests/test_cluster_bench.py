@@ -1,11 +1,11 @@
 import json
 
-from test_bench_smoke import _load
+from benches import load_bench
 
 
 def test_deep_compression_bench_smoke_writes_an_exact_artifact_over_30x_smaller(tmp_path):
     out = tmp_path / "dc.json"
-    result = _load("compress_fashion").main(["--smoke", "--only", "deep_compression", "--out", str(out)])
+    result = load_bench("compress_fashion").main(["--smoke", "--only", "deep_compression", "--out", str(out)])
     assert json.loads(out.read_text())["results"] == json.loads(json.dumps(result["results"]))
     dc = result["results"]["deep_compression"]
     artifact = dc["artifact"]

@@ -1,9 +1,7 @@
 """Export and runtimes through bench/compile_fashion.py --smoke: fold + export equivalence, the FP16 graph,
 backend auto, peers in report.html; plus the TensorRT fallback and an unexportable op."""
-import importlib.util
 import json
 import types
-from pathlib import Path
 
 import onnx
 import pytest
@@ -15,16 +13,13 @@ from slimkit.compile.backends import select_backend
 from slimkit.compile.onnx import Export, export_onnx
 from slimkit.errors import UserError
 
-BENCH = Path(__file__).parent.parent / "bench" / "compile_fashion.py"
+from benches import load_bench
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("compile_fashion", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out = tmp_path_factory.mktemp("bench")
-    results = module.main(["--smoke", "--out", str(out)])
+    results = load_bench("compile_fashion").main(["--smoke", "--out", str(out)])
     assert json.loads((out / "compile_fashion_smoke.json").read_text()) == json.loads(json.dumps(results))
     return results, out / "compile_fashion_smoke_runs"
 

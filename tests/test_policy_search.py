@@ -1,9 +1,7 @@
 """Compression policy search: per-group ChannelPrune ratios, sensitivity, Optuna policy search, NetAdapt, bench."""
 import copy
-import importlib.util
 import json
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,8 +18,9 @@ from slimkit.search.policy import PruningProblem, holdout, recalibrate_bn, searc
 from slimkit.search.sensitivity import prune_sensitivity, ratio_caps
 from test_prune_zoo import ZOO, PlainStack
 
+from benches import load_bench
+
 pytestmark = pytest.mark.usefixtures("one_thread")
-BENCH = Path(__file__).parent.parent / "bench" / "policy_search.py"
 X16 = (torch.randn(1, 3, 16, 16),)
 
 
@@ -157,11 +156,8 @@ def test_bad_budgets_and_settings_are_user_errors(trained_digits_cnn, digits, pr
 # -- bench ------------------------------------------------------------------------------------------
 
 def test_policy_search_bench_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location("policy_search", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     out = tmp_path / "policy.json"
-    result = bench.main(["--smoke", "--out", str(out)])
+    result = load_bench("policy_search").main(["--smoke", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     rows = result["results"]
     assert set(rows) == {"uniform", "search", "netadapt"} and result["checks"] is None

@@ -1,16 +1,11 @@
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).parent.parent / "bench" / "prune_fashion.py"
+from benches import load_bench
 
 
 def test_prune_fashion_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location("prune_fashion", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     out = tmp_path / "prune.json"
-    result = bench.main(["--smoke", "--out", str(out)])
+    result = load_bench("prune_fashion").main(["--smoke", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     magnitude, channel = result["results"]["magnitude"], result["results"]["channel"]
     assert 0.85 < magnitude["sparsity"] < 0.9 and magnitude["macs_fraction"] == 1.0

@@ -1,17 +1,12 @@
 """The quantization benches in --smoke mode: they run end to end and write what the README quotes."""
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).parent.parent / "bench"
+from benches import load_bench
 
 
 def _main(name, argv, monkeypatch):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     monkeypatch.setattr("sys.argv", [name, *argv])
-    module.main()
+    load_bench(name).main()
 
 
 def test_quantize_lowbit_smoke(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from test_bench_smoke import _load
+from benches import load_bench
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 pytest.importorskip("optuna")
@@ -11,7 +11,7 @@ pytest.importorskip("optuna")
 
 def test_search_fashion_smoke(tmp_path):
     out = tmp_path / "search.json"
-    result = _load("search_fashion").main(["--smoke", "--threads", "1", "--out", str(out), "--runs", str(tmp_path / "runs")])
+    result = load_bench("search_fashion").main(["--smoke", "--threads", "1", "--out", str(out), "--runs", str(tmp_path / "runs")])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     race = result["tpe_vs_random"]
     for sampler in ("tpe", "random"):
