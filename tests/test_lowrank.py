@@ -77,6 +77,28 @@ def test_mac_target_halves_every_decomposed_layer(digits):
     assert total <= 0.5 * sum(dense.values())
 
 
+@pytest.mark.parametrize("rank_by", ["macs", "energy"])
+def test_round_to_gives_ranks_in_multiples_of_8(rank_by):
+    model = sk.load_model("zoo:fashion-cnn")
+    x = torch.randn(1, 1, 28, 28)
+    cfg = dict(rank_by=rank_by, layers=("blocks.*.conv*",), target_macs=0.6, energy=0.6)
+    plain, eights = _context(model, x), _context(model, x)
+    low_rank(sk.load_model("zoo:fashion-cnn"), LowRank(**cfg), plain)
+    low_rank(sk.load_model("zoo:fashion-cnn"), LowRank(**cfg, round_to=8), eights)
+    assert eights.replay["layers"].keys() == plain.replay["layers"].keys()
+    _, dense = count_macs(model, (x,))
+    for name, entry in eights.replay["layers"].items():
+        ranks, unrounded = entry["ranks"], plain.replay["layers"][name]["ranks"]
+        assert all(r % 8 == 0 for r in ranks), (name, ranks)
+        if rank_by == "energy":  # rounded up: at least the energy asked for
+            assert all(r >= u for r, u in zip(ranks, unrounded))
+    if rank_by == "macs":  # still within each layer's MAC target
+        model = low_rank(model, LowRank(**cfg, round_to=8), _context(model, x))
+        _, layers = count_macs(model, (x,))
+        for name in eights.replay["layers"]:
+            assert sum(v for k, v in layers.items() if k.startswith(name + ".")) <= 0.6 * dense[name]
+
+
 def test_layers_that_would_not_save_macs_are_left_alone_and_listed(digits):
     model = sk.load_model("zoo:digits-cnn")
     x = digits.example_inputs(1)[0]

@@ -26,6 +26,9 @@ class LowRank(StepConfig):
         rank: the rank for ``rank_by: fixed``; it must not exceed the layer's channel counts.
         layers: module-name glob patterns (fnmatch) of layers to factorise; empty = every Linear and
             ungrouped Conv2d.
+        round_to: chosen ranks are multiples of this (under ``macs`` the largest that fit ``target_macs``,
+            under ``energy`` and ``vbmf`` rounded up; ``fixed`` ranks are kept as given). 8 suits onnxruntime's CPU convolutions, which
+            work on blocks of 8 channels.
     """
 
     key = "low_rank"
@@ -35,10 +38,12 @@ class LowRank(StepConfig):
     target_macs: float = 0.5
     rank: int | None = None
     layers: tuple[str, ...] = ()
+    round_to: int = 1
 
     def __post_init__(self):
         check(0 < self.energy <= 1, "energy", f"must be in (0, 1], got {self.energy}")
         check(0 < self.target_macs < 1, "target_macs", f"must be in (0, 1), got {self.target_macs}")
         check(self.rank is None or self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
+        check(self.round_to >= 1, "round_to", f"must be >= 1, got {self.round_to}")
         check(self.rank_by != "fixed" or self.rank is not None, "rank", "is required when rank_by is 'fixed'")
         check(self.rank is None or self.rank_by == "fixed", "rank", "is only used with rank_by: fixed; set rank_by: fixed or drop rank")

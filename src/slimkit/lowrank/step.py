@@ -1,6 +1,7 @@
 """The ``low_rank`` step: choose ranks per layer, factorise where it saves MACs, replay from checkpoints."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fnmatch import fnmatch
 
@@ -77,16 +78,23 @@ def choose_ranks(site: Site, cfg: LowRank) -> list[int] | None:
         budget = cfg.target_macs * site.macs()
         top = max(limit)
         for r in range(top, 0, -1):
-            ranks = [max(1, round(r * m / top)) for m in limit]
+            ranks = rounded([max(1, round(r * m / top)) for m in limit], limit, cfg.round_to, turn=round)
             if site.macs(ranks) <= budget:
                 return ranks
         return None
     weight = site.layer.weight.detach()
     pick = vbmf_rank if cfg.rank_by == "vbmf" else (lambda m: energy_rank(m, cfg.energy))
     if site.kind == "svd":
-        return [pick(weight.flatten(1))]
-    ranks = [pick(unfold(weight, 0)), pick(unfold(weight, 1))]
-    return ranks if site.kind == "tucker" else [min(max(ranks), limit[0])]
+        ranks = [pick(weight.flatten(1))]
+    else:
+        ranks = [pick(unfold(weight, 0)), pick(unfold(weight, 1))]
+        ranks = ranks if site.kind == "tucker" else [min(max(ranks), limit[0])]
+    return rounded(ranks, limit, cfg.round_to, turn=math.ceil)
+
+
+def rounded(ranks: list[int], limit: list[int], step: int, turn=math.ceil) -> list[int]:
+    """``ranks`` rounded by ``turn`` to multiples of ``step`` (at least ``step``), never above ``limit``."""
+    return [min(m, max(step, step * turn(r / step))) for r, m in zip(ranks, limit)]
 
 
 @register(LowRank, replay=lambda model, entry: _replay(model, entry["replay"]))
