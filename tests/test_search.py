@@ -65,6 +65,7 @@ def test_bad_spaces_name_the_field(params, message):
     ({"objectives": ["metric", "macs"], "pruner": "median"}, "pruner: Optuna's pruners work on one objective only"),
     ({"objectives": ["metric", "flops"]}, "objectives: unknown objective 'flops'"),
     ({"objectives": [{"latency": {"backend": "tensorrt"}}]}, r"objectives\.latency\.backend"),
+    ({"objectives": [{"latency": {"table": "yes"}}]}, r"objectives\.latency\.table: must be true or false"),
     ({"sampler": "cmaes"}, "sampler: unknown sampler 'cmaes'"),
     ({"budget": {"epoch": 2}}, r"budget\.epoch: unknown field"),
     ({"trials": 3}, "trials: unknown key"),
@@ -200,6 +201,36 @@ def test_multi_objective_search_reports_a_pareto_front_of_measured_models(tmp_pa
         assert count_macs(model, digits.example_inputs(1))[0] == row["measured"]["macs"] == row["values"][1]
         assert row["values"][2] > 0
     assert 'data-chart="search-pareto"' in (tmp_path / "mo" / "report.html").read_text()
+
+
+def test_latency_table_times_each_distinct_block_once_and_sums_the_parts(tmp_path, digits):
+    from slimkit.arch import from_params
+    from slimkit.search.latency_table import LatencyTable
+
+    x = digits.example_inputs(1)
+    small = from_params({"stem": 8, "s1.block": "separable", "s1.width": 16, "s2.block": "fire", "s2.width": 32},
+                        (1, 8, 8), 10)
+    deeper = from_params({"stem": 8, "s1.block": "separable", "s1.width": 16, "s2.block": "fire", "s2.width": 32,
+                          "s3.block": "basic", "s3.width": 32}, (1, 8, 8), 10)
+    path = tmp_path / "table.json"
+    first = LatencyTable(path, "eager", 1, 1, 3)
+    estimate = first.estimate(small, x)
+    assert first.timed == 4 and estimate == pytest.approx(sum(json.loads(path.read_text()).values()))  # stem, 2 blocks, head
+    again = LatencyTable(path, "eager", 1, 1, 3)
+    assert again.estimate(small, x) == estimate and again.timed == 0  # all from the file
+    again.estimate(deeper, x)
+    assert again.timed == 2 and len(json.loads(path.read_text())) == 6  # the new block, and the head at its smaller input
+    with pytest.raises(UserError, match="slimkit.arch model"):
+        LatencyTable(path, "eager", 1, 1, 3).estimate(slimkit.load_model("zoo:digits-cnn"), x)
+
+
+def test_search_with_a_latency_table_objective(tmp_path):
+    config = SearchConfig.from_dict({**TINY, "budget": {"train": 300, "val": 100, "epochs": 1}, "n_trials": 2,
+                                     "objectives": ["metric", {"latency": {"backend": "eager", "repeats": 3, "table": True}}]})
+    results = search(config, tmp_path / "run", threads=1, progress=False)
+    assert results["objectives"] == ["metric", "latency_ms[eager/bs1, table]"]
+    table = json.loads((tmp_path / "run" / "latency_table.json").read_text())
+    assert all(row["values"][1] > 0 for row in results["trials"]) and len(table) >= 4
 
 
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):

@@ -46,6 +46,8 @@ class Objective:
         batch: latency batch size.
         threads: latency intra-op threads (None = slimkit's default, every core).
         repeats: timed latency samples.
+        table: estimate latency from a per-block lookup table (``latency_table.json`` in the run folder; each
+            distinct block is timed once) instead of timing every whole model; slimkit.arch models only.
     """
 
     name: str
@@ -53,6 +55,7 @@ class Objective:
     batch: int = 1
     threads: int | None = None
     repeats: int = 10
+    table: bool = False
 
     def __post_init__(self):
         if self.name not in OBJECTIVES:
@@ -62,6 +65,8 @@ class Objective:
         for key in ("batch", "repeats"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise UserError(f"objectives.latency.{key}: must be a positive integer, got {getattr(self, key)!r}.")
+        if not isinstance(self.table, bool):
+            raise UserError(f"objectives.latency.table: must be true or false, got {self.table!r}.")
 
     @property
     def direction(self) -> str:
@@ -69,7 +74,8 @@ class Objective:
 
     @property
     def label(self) -> str:
-        return f"latency_ms[{self.backend}/bs{self.batch}]" if self.name == "latency" else {
+        table = ", table" if self.table else ""
+        return f"latency_ms[{self.backend}/bs{self.batch}{table}]" if self.name == "latency" else {
             "size": "size_bytes"}.get(self.name, self.name)
 
     @classmethod
@@ -89,7 +95,8 @@ class Objective:
 
     def to_data(self):
         return self.name if self.name != "latency" else {"latency": {"backend": self.backend, "batch": self.batch,
-                                                                      "threads": self.threads, "repeats": self.repeats}}
+                                                                      "threads": self.threads, "repeats": self.repeats,
+                                                                      **({"table": True} if self.table else {})}}
 
 
 @dataclasses.dataclass(frozen=True)

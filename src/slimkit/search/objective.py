@@ -61,20 +61,26 @@ def build_model(config: SearchConfig, model_params: dict, task: Task) -> nn.Modu
     return set_origin(model, arch_spec(model), []) if isinstance(model, ArchNet) else model
 
 
-def measure_objectives(model: nn.Module, config: SearchConfig, val: Task, metric: float) -> dict:
-    """{objective label: value} plus params/macs/size for the record."""
+def measure_objectives(model: nn.Module, config: SearchConfig, val: Task, metric: float, out_dir: Path) -> dict:
+    """{objective label: value} plus params/macs/size for the record; a ``table`` latency objective uses the
+    run folder's per-block latency table."""
+    from ..measure import default_threads
     from ..measure.latency import measure_latency
+    from .latency_table import TABLE_FILE, LatencyTable
 
     example = val.example_inputs(1)
     model = model.eval().cpu()
     out = {"metric": metric, "params": count_params(model)[0], "macs": count_macs(model, example)[0],
            "size_bytes": artifact_size(model)[0]}
     for obj in config.objectives:
-        if obj.name == "latency":
-            from ..measure import default_threads
-
-            timing = measure_latency(model, example, (obj.backend,), (obj.batch,), obj.threads or default_threads(),
-                                     repeats=obj.repeats)
+        if obj.name != "latency":
+            continue
+        threads = obj.threads or default_threads()
+        if obj.table:
+            table = LatencyTable(out_dir / TABLE_FILE, obj.backend, obj.batch, threads, obj.repeats)
+            out[obj.label] = table.estimate(model, example)
+        else:
+            timing = measure_latency(model, example, (obj.backend,), (obj.batch,), threads, repeats=obj.repeats)
             out[obj.label] = timing[f"{obj.backend}/bs{obj.batch}"]["median"]
     return out
 
@@ -132,7 +138,7 @@ class TrialObjective:
         reporter = _ReportEpochs(trial, self.val, self.device, prune=self.config.pruner != "none")
         fit(model, self.train, cfg, device=self.device, progress=False, callbacks=(reporter,))
         rank, processes = _rank_and_world()
-        values = measure_objectives(model, self.config, self.val, reporter.scores[-1]) if rank == 0 else {}
+        values = measure_objectives(model, self.config, self.val, reporter.scores[-1], self.out) if rank == 0 else {}
         values.update(train_seconds=round(time.perf_counter() - start, 2), processes=processes)
         trial.set_user_attr("measured", values)  # under torchrun: collective calls, rank 0's value is stored
         trial.set_user_attr("fine_tune", cfg.to_dict())
