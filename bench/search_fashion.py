@@ -83,9 +83,8 @@ def tpe_vs_random(s: dict, threads: int, runs_dir: Path, task) -> dict:
     return out
 
 
-def _trained(model: torch.nn.Module, train, options: dict, epochs: int, seed: int, threads: int) -> tuple:
+def _trained(model: torch.nn.Module, train, options: dict, epochs: int, seed: int) -> tuple:
     """``model`` trained from scratch with the searched training options; (model, seconds)."""
-    torch.set_num_threads(threads)
     start = time.perf_counter()
     sk.fit(model, train, sk.FineTune(epochs=epochs, seed=seed, **options), progress=False)
     return model, round(time.perf_counter() - start, 1)
@@ -108,8 +107,9 @@ def hardware_aware(s: dict, threads: int, runs_dir: Path, task) -> dict:
     runs = [("fashion-cnn (same short budget)", sk.load_model(UNTRAINED_CNN), train, s["budget"].epochs),
             ("fashion-cnn (longer budget)", sk.load_model(UNTRAINED_CNN), longer, s["longer_budget"].epochs),
             (long_name, build_model(config, arch, train), longer, s["longer_budget"].epochs)]
+    torch.set_num_threads(threads)
     for name, model, data, epochs in runs:
-        everyone[name], seconds[name] = _trained(model, data, options, epochs, config.seed, threads)
+        everyone[name], seconds[name] = _trained(model, data, options, epochs, config.seed)
     everyone |= {f"trial {row['number']}": sk.load_model(row["checkpoint"]) for row in r["pareto_front"]}
     lat = measure_latency_many(everyone, x, tuple(dict.fromkeys(("eager", s["backend"]))), (1,), threads=threads,
                                repeats=s["latency_repeats"])

@@ -62,7 +62,7 @@ class FineTune(StepConfig):
         check(self.max_batches is None or self.max_batches >= 1, "max_batches", "must be >= 1 or null")
 
 
-def _distributed(device: torch.device) -> tuple[int, int]:
+def rank_and_world(device: torch.device) -> tuple[int, int]:
     """(rank, world size); initialises the process group (NCCL for CUDA, else gloo) under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
@@ -127,7 +127,7 @@ def fit(
     from tqdm.auto import tqdm
 
     device = torch.device(device)
-    rank, world = _distributed(device)
+    rank, world = rank_and_world(device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     torch.manual_seed(cfg.seed)

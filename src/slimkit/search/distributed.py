@@ -25,12 +25,12 @@ class TrialGroup:
         import torch
         import torch.distributed as dist
 
+        from ..train import rank_and_world
+
         require("optuna_integration", "search")
         if device.startswith("cuda"):
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        self.rank = dist.get_rank()
+        self.rank, _ = rank_and_world(torch.device(device))
         self.cpu_group = dist.new_group(backend="gloo") if dist.get_backend() == "nccl" else dist.group.WORLD
 
     def _next(self, go: bool = False) -> bool:

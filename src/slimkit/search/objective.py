@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..measure.counts import count_macs, count_params
 from ..measure.metric import evaluate
 from ..measure.size import artifact_size
-from ..train import Callback, FineTune, fit
+from ..train import Callback, FineTune, fit, rank_and_world
 from .config import SearchConfig
 
 TRIALS_DIR = "trials"
@@ -102,13 +102,6 @@ class _ReportEpochs(Callback):
                 raise optuna.TrialPruned(f"validation {self.scores[-1]:.4f} after epoch {epoch}")
 
 
-def _rank_and_world() -> tuple[int, int]:
-    """(rank, processes) of this trial: (0, 1) unless it trains under torchrun."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 class TrialObjective:
     """``objective(trial) -> values`` for Optuna, in the order of ``config.objectives``.
 
@@ -137,7 +130,7 @@ class TrialObjective:
         model = build_model(self.config, model_params, self.train)
         reporter = _ReportEpochs(trial, self.val, self.device, prune=self.config.pruner != "none")
         fit(model, self.train, cfg, device=self.device, progress=False, callbacks=(reporter,))
-        rank, processes = _rank_and_world()
+        rank, processes = rank_and_world(torch.device(self.device))  # (0, 1) unless under torchrun
         values = measure_objectives(model, self.config, self.val, reporter.scores[-1], self.out) if rank == 0 else {}
         values.update(train_seconds=round(time.perf_counter() - start, 2), processes=processes)
         trial.set_user_attr("measured", values)  # under torchrun: collective calls, rank 0's value is stored
