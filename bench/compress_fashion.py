@@ -16,7 +16,8 @@ Full mode:
   biases, BatchNorm) -> the entropy-coded artifact (slimkit.cluster.save_artifact: relative indices of the
   non-zeros + their cluster indices + every other tensor, LZMA-coded; its size is the file's size, every byte);
   targets: >= 30x smaller than the FP32 baseline's weights file, at most 1.0 point lost.
-  ``--dc-epochs E`` sets the pruning epochs (default 4), ``--dc-batches N`` caps the closing distillation (default: one epoch).
+  ``--dc-epochs E`` sets the pruning epochs (default 4), ``--dc-distill-epochs D`` the closing distillation's epochs
+  (default 1) and ``--dc-batches N`` caps its batches per epoch (default: whole epochs).
 ``--only deep_compression`` (or any comma-separated subset) runs part of the bench.
 Writes bench/results/compress_fashion[_ONLY][_smoke].json (or --out); run directories go beside it, in <stem>_runs/.
 """
@@ -110,7 +111,7 @@ def deep_compression(recipe: sk.Recipe, task: sk.Task, run_dir: Path, threads: i
     return row
 
 
-def recipes(smoke: bool, dc_epochs: int, dc_batches: int | None) -> dict[str, sk.Recipe]:
+def recipes(smoke: bool, dc_epochs: int, dc_batches: int | None, dc_distill_epochs: int = 1) -> dict[str, sk.Recipe]:
     tune = dict(epochs=1, max_batches=1) if smoke else dict(epochs=3)
     prune = dict(epochs=1, steps=2, max_batches=2) if smoke else dict(epochs=dc_epochs, steps=30)
     return {
@@ -120,7 +121,7 @@ def recipes(smoke: bool, dc_epochs: int, dc_batches: int | None) -> dict[str, sk
         "deep_compression": sk.Recipe([
             MagnitudePrune(sparsity=DC_SPARSITY, importance="lamp", schedule="gradual", lr=0.1, distill=True, **prune),
             Cluster(bits=4),
-            Distill(lr=0.005, epochs=1, max_batches=1 if smoke else dc_batches),
+            Distill(lr=0.005, epochs=1 if smoke else dc_distill_epochs, max_batches=1 if smoke else dc_batches),
         ]),
     }
 
@@ -142,12 +143,12 @@ def summary(report: dict) -> dict:
 
 
 def run(smoke: bool, runs: Path, threads: int, device: str = "cpu", only: tuple[str, ...] = PARTS,
-        dc_epochs: int = 4, dc_batches: int | None = None) -> dict:
+        dc_epochs: int = 4, dc_batches: int | None = None, dc_distill_epochs: int = 1) -> dict:
     task = sk.load_data("fashion-mnist")
     if smoke:
         task = task.subset(train=256, test=128)
     backends, batch_sizes = (("eager",), (1,)) if smoke else (("eager", "onnxruntime"), (1, 64))
-    steps = {k: r for k, r in recipes(smoke, dc_epochs, dc_batches).items() if k in only}
+    steps = {k: r for k, r in recipes(smoke, dc_epochs, dc_batches, dc_distill_epochs).items() if k in only}
     results = {"distill": distill_vs_scratch(task, smoke, device)} if "distill" in only else {}
     for name, recipe in steps.items():
         if name == "deep_compression":
@@ -188,6 +189,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="256 training / 128 test images, one batch per epoch")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts to run, of {','.join(PARTS)}")
     parser.add_argument("--dc-epochs", type=int, default=4, help="deep_compression: epochs of gradual pruning with distillation")
+    parser.add_argument("--dc-distill-epochs", type=int, default=1, help="deep_compression: epochs of distillation after clustering")
     parser.add_argument("--dc-batches", type=int, default=None,
                         help="deep_compression: cap on the batches of the distillation after clustering (default: one epoch)")
     parser.add_argument("--out", default=None, help="default: bench/results/compress_fashion[_ONLY][_smoke].json")
@@ -202,7 +204,8 @@ def main(argv=None) -> dict:
     out = Path(args.out or Path(__file__).parent / "results" / f"{stem}.json")
     threads = args.threads or (1 if args.smoke else default_threads())
     torch.set_num_threads(threads)
-    result = run(args.smoke, out.parent / f"{out.stem}_runs", threads, args.device, only, args.dc_epochs, args.dc_batches)
+    result = run(args.smoke, out.parent / f"{out.stem}_runs", threads, args.device, only, args.dc_epochs, args.dc_batches,
+                 args.dc_distill_epochs)
     write_results(out, result)
     if "distill" in result["results"]:
         kd = result["results"]["distill"]
