@@ -80,3 +80,13 @@ def test_measure_top1_on_digits(digits):
     assert metrics["metric"]["name"] == "top1" and metrics["metric"]["value"] > 0.9
     assert metrics["params"] == sum(p.numel() for p in model.parameters())
     assert set(metrics["latency_ms"]) == {"eager/bs1", "onnxruntime/bs1"}
+
+
+def test_sk_measure_is_callable_and_keeps_its_submodules_importable():
+    import slimkit as sk
+    import slimkit.measure.latency as latency  # failed while sk.measure was a function hiding the package
+
+    model = nn.Sequential(nn.Linear(4, 3))
+    x = (torch.randn(1, 4),)
+    assert latency.batch_of is batch_of
+    assert sk.measure(model, x, backends=())["macs"] == measure(model, x, backends=())["macs"] == 12

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 from .compile.onnx import Export
 from .data import Task, load_data
 from .errors import UserError
-from .measure import measure
+from . import measure  # the package, callable as measure.measure
 from .models import load_model, save_checkpoint
 from .pipeline import Context, apply, compress
 from .recipe import Recipe, StepConfig, register

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import types
 
 import torch
 from torch import nn
@@ -85,3 +87,14 @@ def measure(
         "latency_ms": latency,
         "metric": metric,
     }
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable as :func:`measure`: ``sk.measure(model, ...)`` is DESIGN's API, and
+    ``import slimkit.measure.latency`` still finds the submodules (a function of that name would hide them)."""
+
+    def __call__(self, *args, **kwargs) -> dict:
+        return measure(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
