@@ -53,6 +53,15 @@ class TrialGroup:
     def finish(self) -> None:
         """Rank 0: no more trials; the other ranks return from :meth:`follow`."""
         self._next(False)
+        self._close()
+
+    def _close(self) -> None:
+        """Every rank, after the last trial: wait for the others, then shut the process groups down (a rank
+        that exits with live gloo threads can abort: "terminate called without an active exception")."""
+        import torch.distributed as dist
+
+        dist.barrier(group=self.cpu_group)
+        dist.destroy_process_group()
 
     def follow(self, objective: Callable) -> None:
         """Ranks 1..N-1: run every trial rank 0 starts, until it calls :meth:`finish`."""
@@ -64,6 +73,7 @@ class TrialGroup:
                 objective(TorchDistributedTrial(None, self.cpu_group))
             except optuna.TrialPruned:
                 pass
+        self._close()
 
 
 def check_workers(workers: int) -> None:
