@@ -16,8 +16,8 @@ Full mode:
   biases, BatchNorm) -> the entropy-coded artifact (slimkit.cluster.save_artifact: relative indices of the
   non-zeros + their cluster indices + every other tensor, LZMA-coded; its size is the file's size, every byte);
   targets: >= 30x smaller than the FP32 baseline's weights file, at most 1.0 point lost.
-  ``--dc-epochs E`` sets the pruning epochs (default 4), ``--dc-distill-epochs D`` the closing distillation's epochs
-  (default 1) and ``--dc-batches N`` caps its batches per epoch (default: whole epochs).
+  ``--dc-epochs E`` sets the pruning epochs (default 6), ``--dc-distill-epochs D`` the closing distillation's epochs
+  (default 2) and ``--dc-batches N`` caps its batches per epoch (default: whole epochs).
 ``--only deep_compression`` (or any comma-separated subset) runs part of the bench.
 Writes bench/results/compress_fashion[_ONLY][_smoke].json (or --out); run directories go beside it, in <stem>_runs/.
 """
@@ -111,7 +111,7 @@ def deep_compression(recipe: sk.Recipe, task: sk.Task, run_dir: Path, threads: i
     return row
 
 
-def recipes(smoke: bool, dc_epochs: int, dc_batches: int | None, dc_distill_epochs: int = 1) -> dict[str, sk.Recipe]:
+def recipes(smoke: bool, dc_epochs: int, dc_batches: int | None, dc_distill_epochs: int) -> dict[str, sk.Recipe]:
     tune = dict(epochs=1, max_batches=1) if smoke else dict(epochs=3)
     prune = dict(epochs=1, steps=2, max_batches=2) if smoke else dict(epochs=dc_epochs, steps=30)
     return {
@@ -143,7 +143,7 @@ def summary(report: dict) -> dict:
 
 
 def run(smoke: bool, runs: Path, threads: int, device: str = "cpu", only: tuple[str, ...] = PARTS,
-        dc_epochs: int = 4, dc_batches: int | None = None, dc_distill_epochs: int = 1) -> dict:
+        dc_epochs: int = 6, dc_batches: int | None = None, dc_distill_epochs: int = 2) -> dict:
     task = sk.load_data("fashion-mnist")
     if smoke:
         task = task.subset(train=256, test=128)
@@ -188,8 +188,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="256 training / 128 test images, one batch per epoch")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts to run, of {','.join(PARTS)}")
-    parser.add_argument("--dc-epochs", type=int, default=4, help="deep_compression: epochs of gradual pruning with distillation")
-    parser.add_argument("--dc-distill-epochs", type=int, default=1, help="deep_compression: epochs of distillation after clustering")
+    parser.add_argument("--dc-epochs", type=int, default=6, help="deep_compression: epochs of gradual pruning with distillation")
+    parser.add_argument("--dc-distill-epochs", type=int, default=2, help="deep_compression: epochs of distillation after clustering")
     parser.add_argument("--dc-batches", type=int, default=None,
                         help="deep_compression: cap on the batches of the distillation after clustering (default: one epoch)")
     parser.add_argument("--out", default=None, help="default: bench/results/compress_fashion[_ONLY][_smoke].json")
