@@ -142,8 +142,8 @@ def summary(report: dict) -> dict:
     }
 
 
-def run(smoke: bool, runs: Path, threads: int, device: str = "cpu", only: tuple[str, ...] = PARTS,
-        dc_epochs: int = 6, dc_batches: int | None = None, dc_distill_epochs: int = 2) -> dict:
+def run(smoke: bool, runs: Path, threads: int, device: str, only: tuple[str, ...], *,
+        dc_epochs: int, dc_batches: int | None, dc_distill_epochs: int) -> dict:
     task = sk.load_data("fashion-mnist")
     if smoke:
         task = task.subset(train=256, test=128)
@@ -191,7 +191,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--dc-epochs", type=int, default=6, help="deep_compression: epochs of gradual pruning with distillation")
     parser.add_argument("--dc-distill-epochs", type=int, default=2, help="deep_compression: epochs of distillation after clustering")
     parser.add_argument("--dc-batches", type=int, default=None,
-                        help="deep_compression: cap on the batches of the distillation after clustering (default: one epoch)")
+                        help="deep_compression: cap on the batches per epoch of the distillation after clustering (default: whole epochs)")
     parser.add_argument("--out", default=None, help="default: bench/results/compress_fashion[_ONLY][_smoke].json")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: every usable core)")
     parser.add_argument("--device", default="cpu", help="where to train (and time): cpu or cuda")
@@ -204,8 +204,8 @@ def main(argv=None) -> dict:
     out = Path(args.out or Path(__file__).parent / "results" / f"{stem}.json")
     threads = args.threads or (1 if args.smoke else default_threads())
     torch.set_num_threads(threads)
-    result = run(args.smoke, out.parent / f"{out.stem}_runs", threads, args.device, only, args.dc_epochs, args.dc_batches,
-                 args.dc_distill_epochs)
+    result = run(args.smoke, out.parent / f"{out.stem}_runs", threads, args.device, only, dc_epochs=args.dc_epochs,
+                 dc_batches=args.dc_batches, dc_distill_epochs=args.dc_distill_epochs)
     write_results(out, result)
     if "distill" in result["results"]:
         kd = result["results"]["distill"]

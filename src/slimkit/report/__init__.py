@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..files import write_atomic
 from .html import render_comparison, render_html
 from .markdown import render_markdown
 
@@ -50,7 +51,5 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Path:
     out = Path(out)
     if not out.parent.is_dir():
         raise UserError(f"{out.parent} does not exist; create it or pass --out to a file in an existing folder.")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(render_comparison(dict(zip(run_labels(run_dirs), reports))))
-    tmp.replace(out)
+    write_atomic(out, render_comparison(dict(zip(run_labels(run_dirs), reports))))
     return out

@@ -8,13 +8,13 @@ so estimates run above a whole-model measurement; they rank models, and the sear
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import UserError
+from ..files import write_atomic
 
 TABLE_FILE = "latency_table.json"
 
@@ -58,16 +58,10 @@ class LatencyTable:
             if key not in table:
                 timing = measure_latency(piece, (x,), (self.backend,), (self.batch,), self.threads, repeats=self.repeats)
                 table = {**self._load(), key: timing[f"{self.backend}/bs{self.batch}"]["median"]}
-                self._save(table)
+                write_atomic(self.path, json.dumps(table, indent=1))  # another worker may share the table
                 self.timed += 1
             total += table[key]
         return total
 
     def _load(self) -> dict:
         return json.loads(self.path.read_text()) if self.path.is_file() else {}
-
-    def _save(self, table: dict) -> None:
-        """Atomic replace: another worker may be reading or writing the same table."""
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(table, indent=1))
-        tmp.replace(self.path)

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import UserError
+from ..files import write_atomic
 from .config import SearchConfig
 from .distributed import TrialGroup, check_workers, world_size
 from .study import STUDY_FILE, make_pruner, make_sampler, open_storage, open_study, redact, run_trials, sqlite_url
@@ -36,13 +37,6 @@ def _prepare_out(out: Path, config: SearchConfig, storage_label: str) -> bool:
 def _resumable(config: dict) -> dict:
     """What must match for a search to be resumed: everything but the trial count."""
     return {k: v for k, v in config.items() if k != "n_trials"}
-
-
-def _write(path: Path, text: str) -> None:
-    """Write a file atomically (write a sibling, then rename), so readers never see half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _worker(config: SearchConfig, url: str, out: str, seed: int | None, threads: int, device: str, progress: bool,
@@ -109,7 +103,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, storage: str | None = N
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise
-    _write(out / RUN_FILE, json.dumps({"config": config.to_dict(), "storage": label}, indent=2))
+    write_atomic(out / RUN_FILE, json.dumps({"config": config.to_dict(), "storage": label}, indent=2))
     # Workers of one machine draw from seed, seed + 1, ...; on a shared server every process (of any machine)
     # seeds itself at random, or machines running the same command would propose the same trials.
     seeds = [None if storage else config.seed + i for i in range(workers)]
