@@ -100,7 +100,7 @@ def deep_compression(recipe: sk.Recipe, task: sk.Task, run_dir: Path, threads: i
     """
     quick = task.subset(test=2000)
     report = sk.compress(sk.load_model(BASELINE), recipe, data=quick, out_dir=run_dir, backends=(), threads=threads,
-                         progress=not smoke, device=device, teacher=sk.load_model(BASELINE))
+                         progress=not smoke, device=device, teacher=sk.load_model(BASELINE), overwrite=True)
     row = summary(report)
     row["top1_per_step_on_2000_test_images"] = {s["name"] + f"_{i}": s["metrics"]["metric"]["value"] for i, s in enumerate(report["steps"])}
     row["top1_baseline"] = evaluate(sk.load_model(BASELINE), task)["value"]
@@ -155,7 +155,8 @@ def run(smoke: bool, runs: Path, threads: int, device: str, only: tuple[str, ...
             results[name] = deep_compression(recipe, task, runs / name, threads, smoke, device)
             continue
         report = sk.compress(sk.load_model(BASELINE), recipe, data=task, out_dir=runs / name, backends=backends,
-                             batch_sizes=batch_sizes, threads=threads, progress=not smoke, device=device)
+                             batch_sizes=batch_sizes, threads=threads, progress=not smoke, device=device,
+                             overwrite=True)
         results[name] = summary(report)
     if "low_rank" in results:
         results["low_rank"]["decomposed_macs_fraction"] = decomposed_macs_fraction(runs / "low_rank", task.example_inputs(1))

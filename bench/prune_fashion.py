@@ -74,7 +74,8 @@ def run(smoke: bool, runs: Path, threads: int, only: tuple[str, ...]) -> dict:
     steps, results = {k: r for k, r in recipes(smoke).items() if k in only}, {}
     for name, recipe in steps.items():
         report = sk.compress(sk.load_model("zoo:fashion-cnn"), recipe, data=task, out_dir=runs / name,
-                             backends=backends, batch_sizes=batch_sizes, threads=threads, progress=not smoke)
+                             backends=backends, batch_sizes=batch_sizes, threads=threads, progress=not smoke,
+                             overwrite=True)
         results[name] = summary(report)
     return {"mode": "smoke" if smoke else "full", "model": "zoo:fashion-cnn", "threads": threads,
             "recipes": {k: r.to_dict() for k, r in steps.items()}, "results": results,

@@ -52,7 +52,8 @@ def run(smoke: bool, run_dir: Path, threads: int, backends: tuple[str, ...], epo
     reference = sk.load_model("zoo:minilm")
     steps = recipe(smoke, epochs)
     report = sk.compress(model, steps, data=task, out_dir=run_dir, example_inputs=latency_inputs,
-                         backends=backends, batch_sizes=batch_sizes, threads=threads, progress=not smoke)
+                         backends=backends, batch_sizes=batch_sizes, threads=threads, progress=not smoke,
+                         overwrite=True)
     reloaded = sk.load_model(str(run_dir / "checkpoint"))
     probe = task.example_inputs(16)
     base, pruned, final = report["baseline"], report["steps"][0]["metrics"], report["final"]

@@ -27,7 +27,7 @@ def test_yaml_and_json_round_trip(tmp_path):
         ([{"fine_tunee": {}}], r"steps\[0\].*Unknown step 'fine_tunee'; did you mean 'fine_tune'"),
         ([{"export": {}}, {"fine_tune": {"epochz": 1}}], r"steps\[1\]\.fine_tune\.epochz: unknown field; did you mean 'epochs'"),
         ([{"fine_tune": {"lr": "fast"}}], r"steps\[0\]\.fine_tune\.lr: expected float, got 'fast'"),
-        ([{"fine_tune": {"epochs": 0}}], r"steps\[0\]\.fine_tune\.epochs: must be >= 1"),
+        ([{"fine_tune": {"epochs": 0}}], r"steps\[0\]\.fine_tune\.epochs: must be in \[1, 1000\]"),
         ([{"fine_tune": {"epochs": True}}], r"steps\[0\]\.fine_tune\.epochs: expected int"),
         ([{"export": {"format": "tflite"}}], r"steps\[0\]\.export\.format: must be one of 'onnx'"),
         ([{"export": {}, "fine_tune": {}}], r"steps\[0\] must be a single"),
@@ -98,6 +98,6 @@ def test_registry_is_open_and_structural_steps_replay_from_checkpoints(tmp_path)
     history = json.loads((tmp_path / "ck" / "history.json").read_text())
     assert history["base"] == "tests.test_recipe:mlp"
     assert history["history"] == [{"step": "halve_hidden", "config": {"keep": 5}, "replay": {"keep": 5}}]
-    reloaded = sk.load_model(str(tmp_path / "ck"))
+    reloaded = sk.load_model(str(tmp_path / "ck"), base="tests.test_recipe:mlp")
     assert reloaded[0].out_features == 5
     torch.testing.assert_close(reloaded(x), small(x), rtol=0, atol=0)

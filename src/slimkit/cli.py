@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -15,24 +17,74 @@ def _shape(text: str) -> tuple[int, ...]:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 1,3,224,224")
-    if not shape or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: every dimension must be >= 1")
+    if not shape or min(shape) < 1 or len(shape) > 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 to 8 dimensions, each >= 1")
+    if math.prod(shape) > 2**31:
+        raise argparse.ArgumentTypeError(f"{text!r}: {math.prod(shape):,} elements per input is more than any model here takes")
     return shape
+
+
+def _int_in(low: int, high: int):
+    """An argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside [{low}, {high}]")
+        return value
+    return parse
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _device(text: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d{1,2})?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N")
+    return text
+
+
+def _check_device(device: str) -> None:
+    """UserError when ``device`` names a GPU this machine does not have."""
+    import torch
+
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device} was given but no CUDA GPU is visible; use --device cpu.")
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s); use cuda:0 to "
+                            f"cuda:{torch.cuda.device_count() - 1}.")
 
 
 def _cmd_train(args) -> int:
     from .data import load_data
+    from .files import atomic_dir, check_out
     from .measure.metric import evaluate
     from .models import load_model, save_checkpoint
-    from .pipeline import atomic_dir
+    from .recipe import ConfigError
     from .train import FineTune, fit
 
-    model = load_model(args.model)
+    out = check_out(args.out, args.overwrite)
+    _check_device(args.device)
+    options = {k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "optimizer", "weight_decay", "seed")}
+    try:
+        cfg = FineTune.from_dict(options)
+    except ConfigError as exc:
+        raise UserError(f"--{exc.field.replace('_', '-')}: {exc.message}") from None
+    model = load_model(args.model, base=args.base)
     task = load_data(args.data, data_dir=args.data_dir, model=model)
-    cfg = FineTune(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
-                   weight_decay=args.weight_decay, seed=args.seed)
-    state_file = f"{args.out.rstrip('/')}.state.pt" if args.resume else None
-    with atomic_dir(args.out) as tmp:
+    state_file = out.parent / f".{out.name}.slimkit-resume.pt" if args.resume else None
+    with atomic_dir(out, args.overwrite, kind="train") as tmp:
         start = time.perf_counter()
         history = fit(model, task, cfg, device=args.device, state_file=state_file)
         seconds = time.perf_counter() - start
@@ -43,17 +95,26 @@ def _cmd_train(args) -> int:
         save_checkpoint(model, tmp / "checkpoint", extra={"train": summary})
         (tmp / "train.json").write_text(json.dumps(summary, indent=2))
     if state_file:
-        Path(state_file).unlink(missing_ok=True)
-    print(f"{metric['name']} = {metric['value']:.4f} after {cfg.epochs} epochs ({seconds:.0f} s); checkpoint in {args.out}/checkpoint")
+        state_file.unlink(missing_ok=True)
+    print(f"{metric['name']} = {metric['value']:.4f} after {cfg.epochs} epochs ({seconds:.0f} s); checkpoint in {out}/checkpoint")
     return 0
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return _shape(text)
+def _batches(text: str) -> tuple[int, ...]:
+    sizes = tuple(_int_in(1, 65536)(v) for v in text.split(","))
+    if len(sizes) > 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most 16 batch sizes")
+    return sizes
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(n.strip() for n in text.split(",") if n.strip())
+def _backends(text: str) -> tuple[str, ...]:
+    from .measure import BACKENDS
+
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown backend(s) {', '.join(map(repr, unknown))}; choose from {', '.join(BACKENDS)}")
+    return names
 
 
 def _inputs(args, model, task):
@@ -64,6 +125,10 @@ def _inputs(args, model, task):
 
     shape = args.input_shape or (None if task else default_input_shape(args.model))
     if shape:
+        from .measure.memory import memory_budget
+
+        if math.prod(shape) * 4 > memory_budget():
+            raise UserError(f"--input-shape {','.join(map(str, shape))} alone needs more memory than the budget; pass a smaller shape.")
         return (torch.randn(shape, generator=torch.Generator().manual_seed(0)),)
     if task is not None:
         return task.example_inputs(1)
@@ -71,30 +136,34 @@ def _inputs(args, model, task):
 
 
 def _load(args):
-    """Model, Task (or None) and example inputs from the common CLI options, failing fast on bad input."""
-    import torch
-
+    """Model, Task (or None) and example inputs from the common CLI options, failing fast on bad input:
+    the inputs must fit the model, and the largest batch must fit in memory."""
     from .data import load_data
+    from .measure import check_inputs_fit
     from .models import load_model
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was given but no CUDA GPU is visible; use --device cpu.")
-    model = load_model(args.model)
+    _check_device(args.device)
+    model = load_model(args.model, base=args.base)
     task = None if args.data == "none" else load_data(args.data, data_dir=args.data_dir, model=model)
-    return model, task, _inputs(args, model, task)
+    inputs = _inputs(args, model, task)
+    check_inputs_fit(model, inputs, args.batch)
+    return model, task, inputs
 
 
 def _cmd_compress(args) -> int:
+    from .files import check_out
     from .models import load_model
     from .pipeline import compress
     from .recipe import Recipe
 
+    check_out(args.out, args.overwrite)
     recipe = Recipe.load(args.recipe)
     model, task, inputs = _load(args)
     teacher = load_model(args.teacher) if args.teacher else None
     report = compress(model, recipe, data=task, out_dir=args.out, example_inputs=inputs, device=args.device,
                       teacher=teacher, backends=args.backends, batch_sizes=args.batch, threads=args.threads,
-                      labels={"model": args.model, "data": args.data}, metric_backend=args.metric_backend)
+                      labels={"model": args.model, "data": args.data}, metric_backend=args.metric_backend,
+                      overwrite=args.overwrite)
     from .report import render_markdown
 
     print(render_markdown(report))
@@ -103,9 +172,12 @@ def _cmd_compress(args) -> int:
 
 def _cmd_bench(args) -> int:
     from .compile.roofline import peak_gmacs, roofline
+    from .files import atomic_dir, check_out
     from .measure import default_threads, measure
-    from .pipeline import atomic_dir, environment
+    from .pipeline import environment
 
+    if args.out is not None:
+        check_out(args.out, args.overwrite)
     if args.peers or args.against:
         return _cmd_peers(args)
     model, task, inputs = _load(args)
@@ -115,8 +187,8 @@ def _cmd_bench(args) -> int:
     result = {"model": args.model, "data": args.data, "device": args.device, "threads": threads,
               "environment": environment(), **metrics,
               "roofline": roofline(metrics["macs"], metrics["latency_ms"], peak_gmacs(threads, args.device))}
-    if args.out:
-        with atomic_dir(args.out) as tmp:
+    if args.out is not None:
+        with atomic_dir(args.out, args.overwrite, kind="bench") as tmp:
             (tmp / "bench.json").write_text(json.dumps(result, indent=2))
     if args.format == "json":
         print(json.dumps(result, indent=2))
@@ -138,17 +210,17 @@ def _cmd_bench(args) -> int:
 
 def _cmd_peers(args) -> int:
     from .compile.peers import peer_report, table
+    from .files import atomic_dir
     from .measure import default_threads
-    from .pipeline import atomic_dir
 
     model, task, inputs = _load(args)
     report = peer_report(model, inputs, labels={"model": args.model, "data": args.data}, task=task, against=args.against,
                          batch_sizes=args.batch, threads=args.threads or default_threads(), repeats=args.repeats,
                          device=args.device, progress=True)
-    if args.out:
+    if args.out is not None:
         from .report import write_reports
 
-        with atomic_dir(args.out) as tmp:
+        with atomic_dir(args.out, args.overwrite, kind="bench") as tmp:
             write_reports(report, tmp)
     if args.format == "json":
         print(json.dumps(report, indent=2))
@@ -176,14 +248,12 @@ def _cmd_search(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import read_report, render_markdown, write_comparison, write_reports
+    from .report import render_markdown, rerender, write_comparison
 
     if len(args.run_dirs) > 1:
-        print(f"wrote {write_comparison(args.run_dirs, args.out)}")
+        print(f"wrote {write_comparison(args.run_dirs, args.out, args.overwrite)}")
         return 0
-    report = read_report(args.run_dirs[0])
-    write_reports(report, args.run_dirs[0])
-    print(render_markdown(report))
+    print(render_markdown(rerender(args.run_dirs[0])))
     return 0
 
 
@@ -191,6 +261,7 @@ def _cmd_demo(args) -> int:
     from importlib.resources import files
 
     args.model, args.recipe, args.teacher, args.input_shape = "zoo:fashion-cnn", str(files("slimkit") / "recipes" / "demo.yaml"), None, None
+    args.base = None
     args.metric_backend = "onnxruntime"  # score the quantized model on the integer runtime it deploys to
     return _cmd_compress(args)
 
@@ -199,12 +270,23 @@ def _common(p, data_default: str | None = "none") -> None:
     p.add_argument("--data", default=data_default, help="fashion-mnist, digits, text, none, or package.module:callable")
     p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (default: Debian's location)")
     p.add_argument("--input-shape", type=_shape, help="batch-1 input shape for random inputs, e.g. 1,3,224,224")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--backends", type=_names, default=("eager", "onnxruntime"), help="comma list of eager,compile,onnxruntime")
-    p.add_argument("--batch", type=_ints, default=(1, 64), help="comma list of batch sizes for latency")
-    p.add_argument("--threads", type=int, help="intra-op threads for latency (default: all cores)")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--backends", type=_backends, default=("eager", "onnxruntime"), help="comma list of eager,compile,onnxruntime")
+    p.add_argument("--batch", type=_batches, default=(1, 64), help="comma list of batch sizes for latency")
+    p.add_argument("--threads", type=_int_in(1, 1024), help="intra-op threads for latency (default: all cores)")
     p.add_argument("--metric-backend", choices=["eager", "onnxruntime"], default="eager",
                    help="where the task metric is computed (onnxruntime: integer kernels for quantized models)")
+
+
+def _model(p) -> None:
+    p.add_argument("--model", required=True, help="SPEC: zoo:NAME, checkpoint path, package.module:callable, hf:DIR, arch:FILE")
+    p.add_argument("--base", help="with a checkpoint --model whose base is package.module:callable: that same SPEC, "
+                   "confirming that slimkit may import and call it")
+
+
+def _out(p, required: bool = True, default: str | None = None, help: str = "the run folder to create") -> None:
+    p.add_argument("--out", required=required and default is None, default=default, help=help)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier slimkit run in --out (never other files)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,33 +294,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model and save a checkpoint")
-    p.add_argument("--model", required=True, help="SPEC: zoo:NAME, checkpoint path, package.module:callable, hf:DIR")
+    _model(p)
     p.add_argument("--data", required=True, help="fashion-mnist, digits, text or package.module:callable")
     p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=_finite, default=0.05)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=_finite, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--resume", action="store_true", help="save the training state to OUT.state.pt each epoch and resume from it")
-    p.add_argument("--out", required=True)
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--resume", action="store_true",
+                   help="save the training state beside OUT (.OUT.slimkit-resume.pt) each epoch and resume from it")
+    _out(p)
     p.set_defaults(run=_cmd_train)
 
     p = sub.add_parser("compress", help="run a recipe, measure after every step, write a report")
-    p.add_argument("--model", required=True, help="SPEC")
+    _model(p)
     p.add_argument("--recipe", required=True, help="YAML or JSON recipe file")
     p.add_argument("--teacher", help="SPEC of a fixed teacher (default: the model before each step)")
-    p.add_argument("--out", required=True)
+    _out(p)
     _common(p)
     p.set_defaults(run=_cmd_compress)
 
     p = sub.add_parser("bench", help="measure a model: params, MACs, size, memory, latency per backend")
-    p.add_argument("--model", required=True, help="SPEC")
-    p.add_argument("--repeats", type=int, default=30, help="timed samples per latency number")
+    _model(p)
+    p.add_argument("--repeats", type=_int_in(1, 10000), default=30, help="timed samples per latency number")
     p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("--out", help="folder to write bench.json into (with --peers: report.json/.md/.html)")
+    _out(p, required=False, help="folder to write bench.json into (with --peers: report.json/.md/.html)")
     p.add_argument("--peers", action="store_true", help="time the obvious alternatives side by side: eager, "
                    "torch.compile, onnxruntime FP32 and its quantize_dynamic/quantize_static, torch dynamic int8")
     p.add_argument("--against", metavar="RUN_DIR", help="with --peers: add slimkit's result (a `slimkit compress` --out)")
@@ -250,21 +333,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (holds study.db by default); an existing search there is resumed")
     p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db (password from PGPASSWORD; "
                    "default: $SLIMKIT_STORAGE, else sqlite in --out)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
-    p.add_argument("--n-trials", type=int, help="finished trials to reach (overrides the space file)")
+    p.add_argument("--workers", type=_int_in(1, 256), default=1, help="worker processes on this machine")
+    p.add_argument("--n-trials", type=_int_in(1, 100000), help="finished trials to reach (overrides the space file)")
     p.add_argument("--sampler", choices=["tpe", "gp", "random", "nsga2"], help="overrides the space file (default tpe)")
-    p.add_argument("--seed", type=int, help="sampler seed (overrides the space file)")
-    p.add_argument("--threads", type=int, help="intra-op threads per worker (default: all cores // workers)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), help="sampler seed (overrides the space file)")
+    p.add_argument("--threads", type=_int_in(1, 1024), help="intra-op threads per worker (default: all cores // workers)")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(run=_cmd_search)
 
     p = sub.add_parser("report", help="re-render a run's report.md/html, or compare several runs in one page")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="report-compare.html", help="where the comparison page of several RUN_DIRs goes")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison page written by slimkit")
     p.set_defaults(run=_cmd_report)
 
     p = sub.add_parser("demo", help="compress the shipped Fashion-MNIST baseline with the demo recipe")
-    p.add_argument("--out", default="runs/demo")
+    _out(p, default="runs/demo")
     _common(p, data_default="fashion-mnist")
     p.set_defaults(run=_cmd_demo)
     return parser

@@ -1,17 +1,14 @@
 """Run recipes: ``apply`` one step, ``compress`` a whole recipe with measurements and a report."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -19,26 +16,11 @@ from torch import nn
 from . import __version__
 from .data.task import Task
 from .errors import UserError
-from .measure import default_threads, measure
+from .files import atomic_dir, check_out
+from .measure import check_inputs_fit, default_threads, first_non_finite, measure
 from .measure.latency import batch_of, measure_latency_many
 from .models.checkpoint import origin, save_checkpoint, set_origin
 from .recipe import Recipe, StepConfig, handler_for
-
-
-@contextlib.contextmanager
-def atomic_dir(out: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder that replaces ``out`` only if the block succeeds."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
 
 
 @dataclasses.dataclass
@@ -83,10 +65,12 @@ def apply(model: nn.Module, config: StepConfig, *, example_inputs: tuple | None 
     if example_inputs is None and data is None:
         raise UserError("apply() needs example_inputs or data.")
     before_step = copy.deepcopy(model).eval()  # fine_tune's target, and the teacher unless one is given
-    ctx = Context(example_inputs or data.example_inputs(1), data, None, before_step, device, default_threads(),
-                  Path(out_dir or tempfile.mkdtemp(prefix="slimkit-")), progress=False)
     before = origin(model)
-    model = _run_step(model, config, ctx, teacher if teacher is not None else before_step)
+    with tempfile.TemporaryDirectory(prefix="slimkit-") as scratch:
+        ctx = Context(example_inputs or data.example_inputs(1), data, None, before_step, device, default_threads(),
+                      Path(out_dir or scratch), progress=False)
+        model = _run_step(model, config, ctx, teacher if teacher is not None else before_step)
+    stop_if_non_finite(model, ctx.example_inputs, f"step {config.key}")
     history = before["history"] + ([_entry(config, ctx)] if ctx.replay else [])
     return set_origin(model, before["base"], history)
 
@@ -110,6 +94,7 @@ def compress(
     progress: bool = True,
     labels: dict | None = None,
     metric_backend: str = "eager",
+    overwrite: bool = False,
 ) -> dict:
     """Run every step of ``recipe``, measuring after each, and write the run directory.
 
@@ -120,6 +105,7 @@ def compress(
     """
     from .report import write_reports
 
+    check_out(out_dir, overwrite)
     if example_inputs is None:
         if data is None:
             raise UserError("compress() needs example_inputs (CLI: --input-shape) or data (--data).")
@@ -128,6 +114,8 @@ def compress(
         if step.needs_data and data is None:
             raise UserError(f"steps[{i}].{step.key} needs training data; pass --data (e.g. fashion-mnist).")
     threads = threads or default_threads()
+    check_inputs_fit(model, example_inputs, batch_sizes)
+    stop_if_non_finite(model, example_inputs, "the input model")
     base, history = origin(model)["base"], list(origin(model)["history"])
     reference = copy.deepcopy(model).eval()
     say = _printer(progress)
@@ -136,7 +124,7 @@ def compress(
         return measure(m, example_inputs, backends=(), data=data, reference=reference, threads=threads,
                        device=device, metric_backend=metric_backend)
 
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, overwrite, kind="compress") as tmp:
         ctx = Context(example_inputs, data, None, reference, device, threads, tmp, progress)
         say("measuring the baseline")
         report = {
@@ -157,6 +145,7 @@ def compress(
             start = time.perf_counter()
             model = _run_step(model, step, ctx, teacher)
             seconds = time.perf_counter() - start
+            stop_if_non_finite(model, example_inputs, f"steps[{i}] ({step.key})")
             if ctx.replay:
                 history.append(_entry(step, ctx))
             set_origin(model, base, history)
@@ -179,6 +168,14 @@ def compress(
         write_reports(report, tmp)
     say(f"wrote {out_dir}/report.json, report.md, report.html")
     return report
+
+
+def stop_if_non_finite(model: nn.Module, example_inputs: tuple, where: str) -> None:
+    """UserError naming ``where`` and the first layer with NaN/Inf weights or outputs, if there is one."""
+    layer = first_non_finite(model, example_inputs)
+    if layer:
+        raise UserError(f"{where} left NaN or Inf values in {layer}; the run stopped and nothing was written. "
+                        "A lower learning rate or a milder setting for that step usually fixes this.")
 
 
 def slower_notes(step: str, before: dict, after: dict) -> list[str]:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .data.task import Task, batches
+from .errors import UserError
 from .recipe import StepConfig, check, register
 
 LossFn = Callable[[nn.Module, tuple[Tensor, ...]], Tensor]
@@ -54,12 +55,13 @@ class FineTune(StepConfig):
     keep_zeros: bool = True
 
     def __post_init__(self):
-        check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        check(1 <= self.epochs <= 1000, "epochs", f"must be in [1, 1000], got {self.epochs}")
         check(0 < self.lr <= 10, "lr", f"must be in (0, 10], got {self.lr}")
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(1 <= self.batch_size <= 65536, "batch_size", f"must be in [1, 65536], got {self.batch_size}")
         check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         check(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         check(self.max_batches is None or self.max_batches >= 1, "max_batches", "must be >= 1 or null")
+        check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")
 
 
 def rank_and_world(device: torch.device) -> tuple[int, int]:
@@ -142,11 +144,7 @@ def fit(
     sched = _scheduler(opt, cfg, per_epoch * cfg.epochs)
     history, start = {"loss": []}, 0
     if state_file and Path(state_file).exists():
-        state = torch.load(state_file, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history, start = state["history"], state["epoch"]
+        history, start = _resume(state_file, model, opt, sched, device)
     train = tuple(t.to(device) for t in task.train)
     for epoch in range(start, cfg.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -172,14 +170,26 @@ def fit(
         for callback in callbacks:
             callback.on_epoch(model, epoch + 1, history)
         if state_file and rank == 0:
-            torch.save(
-                {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "history": history, "epoch": epoch + 1},
-                state_file,
-            )
+            partial = Path(f"{state_file}.partial")  # a kill during the save leaves the last state intact
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "history": history, "epoch": epoch + 1}, partial)
+            partial.replace(state_file)
     model.eval()
     history["epochs"] = cfg.epochs
     return history
+
+
+def _resume(state_file: str | Path, model: nn.Module, opt, sched, device) -> tuple[dict, int]:
+    """Load a training-state file into model, optimizer and scheduler; (history, epochs done)."""
+    try:
+        state = torch.load(state_file, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        return state["history"], int(state["epoch"])
+    except Exception as exc:  # any unreadable or mismatched file is the same bad input
+        raise UserError(f"{state_file}: cannot resume from this training state ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); delete it to start over.") from None
 
 
 def cosine_distance(output: Tensor, target: Tensor) -> Tensor:

@@ -13,11 +13,12 @@ from ..errors import UserError
 from .counts import count_macs, count_params
 from .layers import layer_stats, layer_weights, weight_histogram
 from .latency import BACKENDS, batch_of, measure_latency, onnxruntime_predictor
-from .memory import peak_memory
+from .finite import first_non_finite
+from .memory import check_inputs_fit, peak_memory
 from .metric import evaluate
 from .size import artifact_size, sparse_size
 
-__all__ = ["measure", "default_threads", "BACKENDS"]
+__all__ = ["measure", "default_threads", "check_inputs_fit", "first_non_finite", "BACKENDS"]
 
 
 def default_threads() -> int:

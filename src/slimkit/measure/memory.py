@@ -1,12 +1,16 @@
 """Peak memory of one inference: CUDA allocator statistics, or live-tensor tracking on the CPU."""
 from __future__ import annotations
 
+import contextlib
+import os
 import weakref
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from ..errors import UserError
 
 
 class _LiveTensorBytes(TorchDispatchMode):
@@ -54,4 +58,82 @@ def peak_memory(model: nn.Module, inputs: tuple) -> int:
     tracker = _LiveTensorBytes()
     with tracker:
         model(*inputs)
+    return weight_bytes(model) + tracker.peak
+
+
+def memory_budget() -> int:
+    """Bytes a measurement may use: SLIMKIT_MEMORY_GB, else 80% of the memory available now."""
+    env = os.environ.get("SLIMKIT_MEMORY_GB")
+    if env:
+        return int(float(env) * 2**30)
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return int(kib * 1024 * 0.8)
+    return 8 * 2**30
+
+
+def _shapes(inputs: tuple) -> str:
+    return ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
+
+
+def check_inputs_fit(model: nn.Module, inputs: tuple, batch_sizes: tuple[int, ...] = (1,)) -> int:
+    """Run one batch-1 forward pass and estimate the memory of the largest batch; UserError when the
+    model does not take ``inputs`` or that batch would not fit :func:`memory_budget`. Returns the estimate.
+
+    Inputs too large for a real trial pass are traced with fake tensors (shapes only, no memory).
+    """
+    budget, largest = memory_budget(), max(batch_sizes)
+    input_bytes = sum(t.numel() * t.element_size() for t in inputs if isinstance(t, torch.Tensor))
+    fix = "pass a smaller --input-shape or --batch (or set SLIMKIT_MEMORY_GB)"
+    if input_bytes * largest > budget:
+        raise UserError(f"Inputs of shape {_shapes(inputs)} at batch {largest} take {input_bytes * largest / 2**30:.1f} GiB "
+                        f"before the model runs; the memory budget is {budget / 2**30:.1f} GiB: {fix}.")
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    try:
+        if input_bytes <= 16 * 2**20:
+            peak = peak_memory(model, tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in inputs))
+        else:
+            peak = _fake_peak(model, inputs)
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError, AttributeError, KeyError) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UserError(f"The model does not take inputs of shape {_shapes(inputs)}: {detail}. "
+                        "Pass --input-shape with the shape the model expects (e.g. 1,3,224,224), or --data.") from None
+    weights = weight_bytes(model)
+    need = weights + (peak - weights) * largest
+    if need > budget:
+        raise UserError(f"One forward pass at batch {largest} with inputs {_shapes(inputs)} needs about "
+                        f"{need / 2**30:.1f} GiB; the memory budget is {budget / 2**30:.1f} GiB: {fix}.")
+    return need
+
+
+class _FakeTensorBytes(TorchDispatchMode):
+    """Tracks bytes of the (fake) tensors operators create, by tensor identity."""
+
+    def __init__(self):
+        super().__init__()
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.current += t.numel() * t.element_size()
+                self.peak = max(self.peak, self.current)
+                weakref.finalize(t, self._free, t.numel() * t.element_size())
+        return out
+
+    def _free(self, nbytes: int) -> None:
+        self.current -= nbytes
+
+
+def _fake_peak(model: nn.Module, inputs: tuple) -> int:
+    """Weights plus peak activation bytes of one forward pass, traced with fake tensors."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    tracker = _FakeTensorBytes()
+    with torch.inference_mode(), FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fake = tuple(mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in inputs)
+        with tracker:
+            model.eval()(*fake)
     return weight_bytes(model) + tracker.peak

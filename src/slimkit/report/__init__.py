@@ -4,30 +4,49 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..files import write_atomic
-from .html import render_comparison, render_html
+from ..errors import UserError
+from ..files import check_out_path, write_atomic
+from .html import GENERATOR_TAG, render_comparison, render_html
 from .markdown import render_markdown
 
-__all__ = ["write_reports", "write_comparison", "read_report", "render_html", "render_comparison", "render_markdown"]
+__all__ = ["write_reports", "rerender", "write_comparison", "read_report", "render_html", "render_comparison",
+           "render_markdown"]
+
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError, OverflowError)
+
+
+def _rendered(report: dict, source: str) -> dict[str, str]:
+    """report.json/.md/.html as text; UserError naming ``source`` when the report cannot be rendered."""
+    try:
+        return {"report.json": json.dumps(report, indent=2), "report.md": render_markdown(report),
+                "report.html": render_html(report)}
+    except _MALFORMED as exc:
+        raise UserError(f"{source} is malformed ({type(exc).__name__}: {exc}); it was not written by this version of "
+                        "slimkit or was edited. Nothing was changed.") from None
 
 
 def write_reports(report: dict, directory: str | Path) -> None:
-    """Write report.json, report.md and report.html into ``directory``."""
-    directory = Path(directory)
-    (directory / "report.json").write_text(json.dumps(report, indent=2))
-    (directory / "report.md").write_text(render_markdown(report))
-    (directory / "report.html").write_text(render_html(report))
+    """Write report.json, report.md and report.html into ``directory`` (each file atomically)."""
+    for name, text in _rendered(report, "the report").items():
+        write_atomic(Path(directory) / name, text)
+
+
+def rerender(run_dir: str | Path) -> dict:
+    """Re-render a run's report.md and report.html from its report.json; nothing changes when it is malformed."""
+    report = read_report(run_dir)
+    pages = _rendered(report, str(Path(run_dir) / "report.json"))
+    for name in ("report.md", "report.html"):
+        write_atomic(Path(run_dir) / name, pages[name])
+    return report
 
 
 def read_report(run_dir: str | Path) -> dict:
     """The report.json of a run directory; UserError naming the fix when there is none."""
-    from ..errors import UserError
-
     path = Path(run_dir) / "report.json"
     try:
-        report = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot read a report ({exc}); pass a run directory written by `slimkit compress`.") from exc
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"{path}: cannot read a report ({exc}); pass a run directory written by `slimkit compress`.") from None
     missing = [k for k in ("model", "data", "baseline", "final", "steps") if not isinstance(report, dict) or k not in report]
     if missing:
         raise UserError(f"{path} is not a slimkit report (no {', '.join(missing)}); pass a run directory written by `slimkit compress`.")
@@ -40,16 +59,35 @@ def run_labels(run_dirs: list[str | Path]) -> list[str]:
     return [n if names.count(n) == 1 else str(d) for n, d in zip(names, run_dirs)]
 
 
-def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Path:
+def write_comparison(run_dirs: list[str | Path], out: str | Path, overwrite: bool = False) -> Path:
     """Write one HTML page comparing the runs in ``run_dirs`` to ``out``; returns its path.
 
-    Every run is read before anything is written, so a bad directory leaves no page behind.
+    Every run is read before anything is written, so a bad directory leaves no page behind. An existing
+    file at ``out`` is replaced only when slimkit wrote it and ``overwrite`` is set.
     """
-    from ..errors import UserError
-
-    reports = [read_report(d) for d in run_dirs]
-    out = Path(out)
+    out = check_out_path(out, file=True)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; name the HTML file to write, e.g. --out compare.html.")
     if not out.parent.is_dir():
         raise UserError(f"{out.parent} does not exist; create it or pass --out to a file in an existing folder.")
-    write_atomic(out, render_comparison(dict(zip(run_labels(run_dirs), reports))))
+    if out.exists():
+        if not _written_by_slimkit(out):
+            raise UserError(f"--out {out} exists and slimkit did not write it; slimkit never replaces it: name a new file.")
+        if not overwrite:
+            raise UserError(f"--out {out} holds an earlier comparison page; pass --overwrite to replace it, or name a new file.")
+    reports = [read_report(d) for d in run_dirs]
+    try:
+        page = render_comparison(dict(zip(run_labels(run_dirs), reports)))
+    except _MALFORMED as exc:
+        raise UserError(f"A report among {', '.join(map(str, run_dirs))} is malformed ({type(exc).__name__}: {exc}); "
+                        "nothing was written.") from None
+    write_atomic(out, page)
     return out
+
+
+def _written_by_slimkit(page: Path) -> bool:
+    try:
+        with page.open("rb") as f:
+            return GENERATOR_TAG.encode() in f.read(4096)
+    except OSError:
+        return False

@@ -40,8 +40,11 @@ def _section(title: str, intro: str, charts: list[str]) -> list[str]:
             '<div class="charts">', *charts, "</div>"]
 
 
+GENERATOR_TAG = '<meta name="generator" content="slimkit">'  # how slimkit recognises a page it wrote
+
+
 def _page(title: str, body: list[str]) -> str:
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{GENERATOR_TAG}'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title>'
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
