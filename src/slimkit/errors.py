@@ -9,12 +9,16 @@ class UserError(Exception):
     """Bad input: the message names what to fix. The CLI exits with code 2."""
 
 
+class MissingExtra(UserError, ImportError):
+    """An optional dependency is not installed; the message names the pip extra (CLI exit code 2)."""
+
+
 def require(module: str, extra: str) -> ModuleType:
     """Import an optional dependency, or fail naming the extra that provides it."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(
+        raise MissingExtra(
             f"{module} is needed here but is not installed; install it with "
             f"`pip install 'slimkit[{extra}]'`."
         ) from exc
