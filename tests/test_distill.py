@@ -134,5 +134,5 @@ def test_shallow_transformer_student_keeps_every_other_layer_and_learns_embeddin
     after = evaluate(distilled, task, teacher)["value"]
     assert before < 0.5 and after > 0.9, (before, after)
     sk.save_checkpoint(distilled, tmp_path / "ckpt")
-    loaded = sk.load_model(str(tmp_path / "ckpt"))
+    loaded = sk.load_model(str(tmp_path / "ckpt"), base="test_distill:tiny_bert")
     assert torch.equal(loaded(*task.example_inputs(4)), distilled(*task.example_inputs(4)))

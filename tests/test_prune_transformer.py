@@ -62,7 +62,7 @@ def test_pruned_encoder_reloads_from_its_checkpoint(tmp_path):
     model = slimkit.models.checkpoint.set_origin(tiny_bert(), "test_prune_transformer:tiny_bert", [])
     pruned = slimkit.apply(model, ChannelPrune(ratio=0.75, heads=0.5, round_to=8), example_inputs=inputs(1))
     slimkit.save_checkpoint(pruned, tmp_path / "ckpt")
-    again = slimkit.load_model(str(tmp_path / "ckpt"))
+    again = slimkit.load_model(str(tmp_path / "ckpt"), base="test_prune_transformer:tiny_bert")
     layer = encoder_layers(again)["encoder.encoder.layer.1"]
     assert layer.attention.self.num_attention_heads == 2 and layer.intermediate.dense.out_features == 16
     assert torch.equal(again(*inputs()), pruned(*inputs()))

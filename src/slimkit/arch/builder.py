@@ -116,22 +116,37 @@ def from_params(params: dict, input_shape: tuple[int, int, int], num_classes: in
 
 
 def load_arch(text: str) -> ArchNet:
-    """An ArchNet from inline JSON (``{...}``) or a YAML/JSON file holding its config (the ``arch:`` SPEC)."""
-    if text.lstrip().startswith("{"):
-        try:
-            return ArchNet(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"arch:{text[:40]}... is not valid JSON ({exc}).") from exc
+    """An ArchNet from inline JSON (``{...}``) or a YAML/JSON file holding its config (the ``arch:`` SPEC).
+
+    The config is validated, and its parameters counted on the meta device, before any memory is allocated.
+    """
     import yaml
 
-    path = Path(text)
+    from ..models.checkpoint import check_params, read_text
+
+    if text.lstrip().startswith("{"):
+        source, raw, parse = f"arch:{text[:40]}...", text, json.loads
+    else:
+        source, raw, parse = f"arch:{text}", read_text(Path(text), "the architecture file"), _load_yaml
     try:
-        config = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UserError(f"arch:{text}: cannot read the architecture file ({exc.strerror}).") from exc
-    except yaml.YAMLError as exc:
-        raise UserError(f"arch:{text}: not valid YAML ({exc}).") from exc
+        config = parse(raw)
+        check_params(lambda: ArchNet(config), source)
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"{source}: not valid JSON/YAML ({exc}).") from None
+    except (RecursionError, TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{source}: not a valid architecture ({type(exc).__name__}: {exc}).") from None
     return ArchNet(config)
+
+
+def _load_yaml(text: str):
+    """Plain YAML data; aliases are refused, since expanding them can blow a small file up exponentially."""
+    import yaml
+
+    if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
+        raise UserError("YAML aliases (*name) are not allowed in an architecture.")
+    return yaml.safe_load(text)
 
 
 def arch_spec(model: ArchNet) -> str:

@@ -26,6 +26,7 @@ from ..errors import UserError, require
 from ..measure.latency import batch_of, fixed_threads, interleaved_timings
 from ..measure.metric import outputs, score
 from ..measure.size import state_bytes
+from ..models.checkpoint import origin
 from . import backends
 from .onnx import export_onnx
 
@@ -50,7 +51,7 @@ def build_peers(model: nn.Module, example_inputs: tuple, workdir: Path, threads:
     if unknown:
         raise UserError(f"Unknown peer(s) {unknown}; choose from {', '.join(PEERS)}.")
     model = model.eval().cpu()
-    ours = [slimkit_peer(Path(against), threads)] if against is not None else []  # bad --against fails first
+    ours = [slimkit_peer(Path(against), threads, origin(model)["base"])] if against is not None else []  # bad --against fails first
     peers, skipped = [], {}
     fp32 = workdir / "fp32.onnx"
     if any(p.startswith(("onnxruntime", "ort_")) for p in include):
@@ -120,17 +121,33 @@ class _Reader:
         return next(self._feeds, None)
 
 
-def slimkit_peer(run_dir: Path, threads: int) -> Peer:
+def _backend_choice(path: Path) -> dict:
+    """The run's backend.json (``{}`` when there is none); UserError naming the file when it is malformed."""
+    if not path.exists():
+        return {}
+    try:
+        choice = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"--against: {path} is not readable JSON ({exc}); pass the unedited --out of `slimkit compress`.") from None
+    chosen = choice.get("chosen") if isinstance(choice, dict) else None
+    known = ("eager", "compile", "onnxruntime", "onnxruntime_fp16")
+    if chosen is not None and not (isinstance(chosen, str) and chosen.split("/")[0] in known):
+        raise UserError(f"--against: {path}: `chosen` must be one of {', '.join(known)} (optionally /LEVEL), got {chosen!r:.100}.")
+    return choice
+
+
+def slimkit_peer(run_dir: Path, threads: int, base: str | None = None) -> Peer:
     """slimkit's result: the runtime backend.json chose (or model.onnx in onnxruntime when present, else
-    the checkpoint in eager PyTorch)."""
+    the checkpoint in eager PyTorch). ``base``: the SPEC the run's checkpoint must have been built from
+    (that of the model it is compared with)."""
     from ..models import load_model
 
     if not (run_dir / "checkpoint").is_dir():
         raise UserError(f"--against {run_dir}: not a slimkit run directory (no checkpoint/ in it); pass the --out of `slimkit compress`.")
-    choice = json.loads((run_dir / "backend.json").read_text()) if (run_dir / "backend.json").is_file() else {}
+    choice = _backend_choice(run_dir / "backend.json")
     chosen = choice.get("chosen") or ("onnxruntime" if (run_dir / "model.onnx").is_file() else "eager")
     if chosen in ("eager", "compile"):
-        model = load_model(str(run_dir / "checkpoint")).eval()
+        model = load_model(str(run_dir / "checkpoint"), base=base).eval()
         predict = backends.eager(model) if chosen == "eager" else backends.compiled(model)
         return Peer("slimkit", chosen, predict, len(state_bytes(model)))
     level = chosen.split("/")[1] if "/" in chosen else choice.get("ort_opt_level", "all")
@@ -196,10 +213,12 @@ def peer_report(model: nn.Module, example_inputs: tuple, *, labels: dict, task: 
     from .. import __version__
     from ..measure import measure
     from ..pipeline import environment
+    from ..report import read_report
     from .roofline import peak_gmacs, roofline
 
     if device != "cpu":
         raise UserError("--peers runs on the CPU (onnxruntime CPU, torch dynamic int8); drop --device or use cpu.")
+    against_report = read_report(against) if against is not None and (Path(against) / "report.json").exists() else None
     with tempfile.TemporaryDirectory() as tmp:
         peers, skipped = build_peers(model, example_inputs, Path(tmp), threads, include, task, against)
         rows = compare(model, peers, example_inputs, task=task, batch_sizes=batch_sizes, threads=threads,
@@ -213,9 +232,7 @@ def peer_report(model: nn.Module, example_inputs: tuple, *, labels: dict, task: 
     for row in rows:
         timed = {f"{row['name']}/{k}": v for k, v in row["latency_ms"].items()}
         roof.update({k: v for k, v in roofline(baseline["macs"], timed, roof["peak_gmacs"]).items() if k != "peak_gmacs"})
-    final = baseline
-    if against is not None and (Path(against) / "report.json").is_file():
-        final = json.loads((Path(against) / "report.json").read_text())["final"]
+    final = against_report["final"] if against_report else baseline
     notes = [f"peers: {name} skipped: {why}" for name, why in skipped.items()]
     notes.append(f"peers: timed side by side (round-robin) in one run, {threads} threads; speed-ups are eager FP32 "
                  "median / peer median; roofline fractions are against the FP32 matmul peak")

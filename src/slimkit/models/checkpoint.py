@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import math
+import reprlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import torch
 from safetensors import SafetensorError
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -14,6 +17,8 @@ from ..errors import UserError
 
 FORMAT = "slimkit-checkpoint"
 WEIGHTS_FILE, HISTORY_FILE = "model.safetensors", "history.json"
+MAX_FILE_BYTES = 64 << 20  # the largest JSON/YAML file slimkit reads back
+MAX_PARAMS = 1_000_000_000  # the most parameters a model built from a data file may have (4 GB as float32)
 
 
 def origin(model: nn.Module) -> dict[str, Any]:
@@ -59,20 +64,127 @@ def _untie(state: dict) -> dict:
     return out
 
 
-def read_history(path: Path) -> tuple[Path, dict]:
-    """Return (weights file, metadata) for a checkpoint folder or its model.safetensors."""
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of a regular file of at most MAX_FILE_BYTES, or UserError naming it."""
+    try:
+        if not path.is_file():
+            raise UserError(f"{path}: {what} is missing (or not a regular file).")
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read {what} ({exc.strerror or exc}).") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise UserError(f"{path}: {what} is larger than the {MAX_FILE_BYTES >> 20} MiB slimkit reads.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: {what} is not UTF-8 text (byte {exc.start}: {exc.reason}).") from None
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file (see :func:`read_text`); malformed or absurdly nested JSON is a UserError."""
+    try:
+        return json.loads(read_text(path, what))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: {what} is not valid JSON ({exc}).") from None
+    except RecursionError:
+        raise UserError(f"{path}: {what} is nested too deeply.") from None
+
+
+def check_params(build: Callable[[], nn.Module], source: str) -> None:
+    """Build a model on the meta device (no memory) and refuse it if it has more than MAX_PARAMS parameters."""
+    with torch.device("meta"):
+        count = sum(p.numel() for p in build().parameters())
+    if count > MAX_PARAMS:
+        raise UserError(f"{source}: {count:,} parameters is more than slimkit builds ({MAX_PARAMS:,}); "
+                        "check the sizes in it.")
+
+
+def _mismatch(value: Any, schema: Any, where: str) -> str | None:
+    """The first place where ``value`` does not fit ``schema`` as ``"field: problem"``, or None.
+
+    A schema is ``str``/``bool`` (that type), a ``range`` (an int in it), a set (one of those strings),
+    ``None`` (null), a tuple (any of its schemas), ``[item]`` (a list), ``{str: item}`` (a mapping of any
+    keys) or ``{"key": schema, "optional?": schema}`` (a mapping with those keys; others are ignored).
+    """
+    if isinstance(schema, tuple):
+        if all(_mismatch(value, option, where) for option in schema):
+            return f"{where}: expected {' or '.join(map(_describe, schema))}, got {reprlib.repr(value)}"
+        return None
+    if isinstance(schema, (list, dict)) and isinstance(value, type(schema)):
+        if isinstance(schema, list):
+            fields = [(f"{where}[{i}]", item, schema[0]) for i, item in enumerate(value)]
+        elif str in schema:
+            fields = [(f"{where}[{key!r}]", item, schema[str]) for key, item in value.items()]
+        else:
+            missing = [key for key in schema if not key.endswith("?") and key not in value]
+            if missing:
+                return f"{where}.{missing[0]}: missing".lstrip(".")
+            fields = [(f"{where}.{key.rstrip('?')}".lstrip("."), value[key.rstrip("?")], sub)
+                      for key, sub in schema.items() if key.rstrip("?") in value]
+        return next(filter(None, (_mismatch(item, sub, field) for field, item, sub in fields)), None)
+    fits = (isinstance(schema, range) and type(value) is int and value in schema
+            or isinstance(schema, set) and isinstance(value, str) and value in schema
+            or schema is None and value is None
+            or schema in (str, bool) and type(value) is schema)
+    return None if fits else f"{where}: expected {_describe(schema)}, got {reprlib.repr(value)}"
+
+
+def _describe(schema: Any) -> str:
+    if isinstance(schema, range):
+        return f"an integer in {schema.start}..{schema.stop - 1}"
+    if isinstance(schema, set):
+        return "one of " + ", ".join(map(repr, sorted(schema)))
+    if isinstance(schema, tuple):
+        return " or ".join(map(_describe, schema))
+    return "a list" if isinstance(schema, list) else "a mapping" if isinstance(schema, dict) else {
+        str: "a string", bool: "true or false", None: "null"}[schema]
+
+
+INDEX, SIZE, BITS = range(2**31), range(1, 2**16 + 1), range(1, 9)
+HISTORY_SCHEMA = {"version": range(1, 2), "base": str, "history": [{"step": str, "config": {}, "replay": ({}, None)}]}
+# What the built-in replay functions read from an entry's ``replay`` (other keys are ignored).
+REPLAY_SCHEMAS = {
+    "channel_prune": {"plan": {str: {"out?": [INDEX], "in?": [INDEX]}}},
+    "low_rank": {"layers": {str: {"kind": {"svd", "tucker", "cp"}, "ranks": [SIZE]}}},
+    "cluster": {"layers": {str: {"bits": BITS, "zero": bool}}},
+    "distill": {"student": {"narrow", "shallow"}, "widths?": [SIZE], "keep?": [INDEX]},
+    "quantize": {"folded": [[str]], "layers": {str: {"bits": BITS, "symmetric": bool, "group_size": (SIZE, None),
+                                                      "per_channel": bool, "reduce_range": bool, "static": bool}}},
+}
+
+
+def read_history(path: Path) -> tuple[Path, Path, dict]:
+    """Return (weights file, history.json, its validated metadata) for a checkpoint folder or its weights file."""
     folder = path if path.is_dir() else path.parent
     weights = path if path.is_file() else folder / WEIGHTS_FILE
     history = folder / HISTORY_FILE
     if not weights.is_file():
         raise UserError(f"{path}: no {WEIGHTS_FILE} found; a slimkit checkpoint is a folder written by `slimkit train` or `slimkit compress`.")
+    meta = read_json(history, "the checkpoint history")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise UserError(f"{history} is not a slimkit checkpoint history (format {reprlib.repr(found)}).")
+    problem = _mismatch(meta, HISTORY_SCHEMA, "") or next(
+        filter(None, (_entry_mismatch(entry, f"history[{i}]") for i, entry in enumerate(meta["history"]))), None)
+    if problem:
+        raise UserError(f"{history}: {problem}")
+    return weights, history, meta
+
+
+def _entry_mismatch(entry: dict, where: str) -> str | None:
+    """What is wrong with one history entry: an unknown step, an invalid config, or a replay its step cannot read."""
+    from ..recipe import ConfigError, config_class
+
     try:
-        meta = json.loads(history.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{history}: missing or not JSON ({exc}); the checkpoint is incomplete.") from exc
-    if meta.get("format") != FORMAT:
-        raise UserError(f"{history} is not a slimkit checkpoint history (format {meta.get('format')!r}).")
-    return weights, meta
+        cls = config_class(entry["step"])
+    except UserError as exc:
+        return f"{where}.step: {exc}"
+    try:
+        cls.from_dict(dict(entry["config"]))
+    except ConfigError as exc:
+        return f"{where}.config.{exc.field}: {exc.message}"
+    return _mismatch(entry["replay"], REPLAY_SCHEMAS.get(entry["step"], ({}, None)), f"{where}.replay")
 
 
 def load_weights(model: nn.Module, weights: Path) -> None:
@@ -81,16 +193,37 @@ def load_weights(model: nn.Module, weights: Path) -> None:
 
     try:
         with safe_open(str(weights), "pt") as f:
-            state = unpack_sparse({k: f.get_tensor(k) for k in f.keys()}, f.metadata())
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{weights} is not a valid safetensors file ({exc}). slimkit never unpickles checkpoints; re-save it with slimkit.") from exc
-    missing, unexpected = model.load_state_dict(state, strict=False)
+            tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        _check_sparse(tensors, metadata, weights)
+        state = unpack_sparse(tensors, metadata)
+    except (SafetensorError, OSError, ValueError, TypeError, KeyError, IndexError, RuntimeError, RecursionError) as exc:
+        raise UserError(f"{weights} is not a valid safetensors file ({type(exc).__name__}: {exc}). "
+                        "slimkit never unpickles checkpoints; re-save it with slimkit.") from exc
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes differ
+        raise UserError(f"{weights} does not match the rebuilt model ({exc}); "
+                        "was history.json edited or written by another version?") from exc
     missing = [k for k in missing if not _tied_alias(model, k, state)]
     if missing or unexpected:
         raise UserError(
             f"{weights} does not match the rebuilt model (missing: {missing[:5]}, unexpected: {unexpected[:5]}); "
             "was history.json edited or written by another version?"
         )
+
+
+def _check_sparse(tensors: dict, metadata: dict | None, weights: Path) -> None:
+    """Check the sparse-tensor metadata against the stored masks before anything is allocated from it."""
+    from ..measure.size import SPARSE_KEY
+
+    shapes = json.loads((metadata or {}).get(SPARSE_KEY, "{}"))
+    problem = _mismatch(shapes, {str: [INDEX]}, SPARSE_KEY)
+    if problem is None:
+        wrong = [name for name, shape in shapes.items() if f"{name}.mask" not in tensors
+                 or tensors[f"{name}.mask"].shape != ((math.prod(shape) + 7) // 8,)]
+        problem = wrong and f"{SPARSE_KEY}[{wrong[0]!r}]: the shape does not match the stored mask"
+    if problem:
+        raise UserError(f"{weights}: metadata {problem}; re-save the checkpoint with slimkit.")
 
 
 def _tied_alias(model: nn.Module, key: str, state: dict) -> bool:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, require
+from .checkpoint import check_params, read_json
 
 
 class SentenceEmbedder(nn.Module):
@@ -30,14 +31,21 @@ class SentenceEmbedder(nn.Module):
 
 
 def load(directory: str | os.PathLike) -> SentenceEmbedder:
-    """Load a transformers model directory (offline) as a SentenceEmbedder."""
-    path = Path(directory)
-    if not (path / "config.json").is_file():
-        raise UserError(f"hf:{directory} is not a transformers model folder (no config.json in it).")
+    """Load a transformers model folder as a SentenceEmbedder: offline, safetensors weights only, no remote code."""
+    path, source = Path(directory), f"hf:{directory}"
+    if not isinstance(read_json(path / "config.json", "the transformers config"), dict):
+        raise UserError(f"{path / 'config.json'}: the transformers config is not a JSON object.")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     transformers = require("transformers", "hf")
-    encoder = transformers.AutoModel.from_pretrained(str(path), local_files_only=True, attn_implementation="eager")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    options = dict(local_files_only=True, trust_remote_code=False)
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path), **options)
+        check_params(lambda: transformers.AutoModel.from_config(config, trust_remote_code=False), source)
+        encoder = transformers.AutoModel.from_pretrained(str(path), config=config, use_safetensors=True,
+                                                         attn_implementation="eager", **options)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), **options)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise UserError(f"{source}: transformers cannot load this folder ({type(exc).__name__}: {exc}).") from exc
     return SentenceEmbedder(encoder.eval(), tokenizer)
 
 
