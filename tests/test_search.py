@@ -1,6 +1,7 @@
 """slimkit search: space validation, exact-N trial counting under races and dead workers, an end-to-end
 search on digits (best checkpoint, recipe and architecture reload), resume, and bad input."""
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -14,7 +15,8 @@ from slimkit.errors import UserError
 from slimkit.measure.counts import count_macs, count_params
 from slimkit.measure.metric import evaluate
 from slimkit.search import SearchConfig, Space, counts, make_sampler, open_storage, open_study, redact, run_trials, search
-from slimkit.search.objective import split
+from slimkit.search.objective import replace, split
+from slimkit.search.run import tidy_trials
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 optuna = pytest.importorskip("optuna")
@@ -53,6 +55,22 @@ def write_space(tmp_path, **changes):
     ({"x": {"type": "float", "low": 0, "high": 1, "log": True}}, r"params\.x\.low: a log-scale parameter needs low > 0"),
     ({"x": {"type": "categorical", "choices": []}}, r"params\.x\.choices"),
     ({"x": {"type": "int", "low": 1, "hihg": 4}}, r"params\.x\.hihg: unknown field"),
+    ({"x": {"type": "float", "low": 1, "high": 1}}, r"params\.x: low \(1\) must be below high \(1\)"),
+    ({"x": {"type": "float", "low": float("nan"), "high": 1}}, r"params\.x\.low: must be a finite number"),
+    ({"x": {"type": "float", "low": 0, "high": float("inf")}}, r"params\.x\.high: must be a finite number"),
+    ({"x": {"type": "int", "low": 0, "high": 10**30}}, r"params\.x\.high: must be a finite number within \+-2\*\*53"),
+    ({"x": {"type": "float", "low": 0, "high": 1, "step": 0}}, r"params\.x\.step: must be a finite number > 0"),
+    ({"x": {"type": "int", "low": 0, "high": 4, "step": 1.5}}, r"params\.x\.step: .*an integer for an int parameter"),
+    ({"x": {"type": "categorical", "choices": [1, True]}}, r"params\.x\.choices: duplicate values"),
+    ({"x": {"type": "categorical", "choices": [[1, 2]]}}, r"params\.x\.choices: \[\[1, 2\]\] are not plain values"),
+    ({"x": {"type": "categorical", "choices": ["a"], "low": 0}}, r"params\.x: low, high, log and step belong to float"),
+    ({"x": {"type": "float", "low": 0, "high": 1, "choices": [0.5]}}, r"params\.x\.choices: only categorical parameters"),
+    ({"x": {"type": "int", "low": 1, "high": 4, "when": {"x": 2}}}, r"params\.x\.when: its parent 'x' is the parameter itself"),
+    ({"n": {"type": "int", "low": 1, "high": 4}, "x": {"type": "int", "low": 1, "high": 4, "when": {"n": [2, 9]}}},
+     r"params\.x\.when\.n: \[9\] are not among its values \(int from 1 to 4\)"),
+    ({"b": {"type": "categorical", "choices": ["a"]}, "x": {"type": "int", "low": 1, "high": 4, "when": {"b": []}}},
+     r"params\.x\.when\.b: no values given"),
+    ({7: {"type": "int", "low": 1, "high": 4}}, r"params\.7: parameter names are non-empty strings"),
 ])
 def test_bad_spaces_name_the_field(params, message):
     with pytest.raises(UserError, match=message):
@@ -69,10 +87,62 @@ def test_bad_spaces_name_the_field(params, message):
     ({"sampler": "cmaes"}, "sampler: unknown sampler 'cmaes'"),
     ({"budget": {"epoch": 2}}, r"budget\.epoch: unknown field"),
     ({"trials": 3}, "trials: unknown key"),
+    ({"name": "../x"}, r"name: must be a study name of up to 64 letters"),
+    ({"data": ""}, "data: must be a dataset name"),
+    ({"model": {"builder": "slimkit.arch"}}, r"model\.builder: must be a package\.module:callable"),
+    ({"model": {"spec": ""}}, r"model\.spec: must be a model SPEC"),
+    ({"n_trials": 0}, "n_trials: must be an integer from 1 to 100000, got 0"),
+    ({"n_trials": True}, "n_trials: must be an integer from 1 to 100000, got True"),
+    ({"seed": 2**32}, "seed: must be an integer from 0 to 4294967295"),
+    ({"heartbeat_s": 86400}, "heartbeat_s: must be an integer from 1 to 3600"),
+    ({"budget": {"epochs": 0}}, r"budget\.epochs: must be an integer from 1 to 10000"),
+    ({"budget": {"train": 1.5}}, r"budget\.train: must be an integer from 1 to 1000000000 or null"),
+    ({"objectives": [{"latency": {"batch": 0}}]}, r"objectives\.latency\.batch: must be an integer from 1 to 65536"),
+    ({"objectives": [{"latency": {"threads": -1}}]}, r"objectives\.latency\.threads: must be an integer from 1 to 1024 or null"),
+    ({"objectives": [{"macs": {"batch": 2}}]}, r"objectives\.macs: only `latency` takes options"),
 ])
 def test_bad_search_files_name_the_field(changes, message):
     with pytest.raises(UserError, match=message):
         SearchConfig.from_dict({**TINY, **changes})
+
+
+@pytest.mark.parametrize("override, message", [({"n_trials": 0}, "--n-trials: must be an integer from 1 to 100000"),
+                                               ({"seed": -1}, "--seed: must be an integer from 0 to 4294967295")])
+def test_cli_overrides_are_range_checked(override, message):
+    with pytest.raises(UserError, match=message):
+        replace(SearchConfig.from_dict(dict(TINY)), **override)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"workers": 0}, "--workers: must be an integer from 1 to 256"),
+    ({"threads": 0}, "--threads: must be an integer from 1 to 1024 or null"),
+    ({"device": "gpu"}, "--device 'gpu': use cpu, cuda or cuda:N"),
+    ({"device": "cuda:99"}, "--device cuda:99: .* visible"),
+])
+def test_bad_search_options_fail_before_anything_is_written(tmp_path, options, message):
+    with pytest.raises(UserError, match=message):
+        search(SearchConfig.from_dict(dict(TINY)), tmp_path / "run", progress=False, **options)
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_must_not_be_a_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="existing file"):
+        search(SearchConfig.from_dict(dict(TINY)), tmp_path / "notes.txt", threads=1, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_tidy_trials_removes_dead_writers_and_unfinished_trials_only(tmp_path):
+    study = open_study(open_storage(f"sqlite:///{tmp_path}/s.db"), "tidy", make_sampler("random"), ["minimize"])
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # trial 0: complete
+    study.optimize(lambda t: 1 / 0, n_trials=1, catch=(ZeroDivisionError,))  # trial 1: failed
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live, trials = f".0003.{os.getpid()}.abc", tmp_path / "trials"
+    for name in ("0000", "0001", "0009", live, f".0002.{dead.pid}.abc", "notes"):
+        (trials / name).mkdir(parents=True)
+    tidy_trials(tmp_path, study)
+    assert sorted(p.name for p in trials.iterdir()) == [live, "0000", "notes"]
 
 
 def test_conditional_parameter_exists_only_under_its_parent():

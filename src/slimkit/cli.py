@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UserError
+from .errors import RunFailed, UserError
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -47,27 +47,9 @@ def _finite(text: str) -> float:
     return value
 
 
-def _device(text: str) -> str:
-    if not re.fullmatch(r"cpu|cuda(:\d{1,2})?", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N")
-    return text
-
-
-def _check_device(device: str) -> None:
-    """UserError when ``device`` names a GPU this machine does not have."""
-    import torch
-
-    if device.startswith("cuda"):
-        index = int(device.partition(":")[2] or 0)
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device} was given but no CUDA GPU is visible; use --device cpu.")
-        if index >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s); use cuda:0 to "
-                            f"cuda:{torch.cuda.device_count() - 1}.")
-
-
 def _cmd_train(args) -> int:
     from .data import load_data
+    from .devices import check_device
     from .files import atomic_dir, check_out
     from .measure.metric import evaluate
     from .models import load_model, save_checkpoint
@@ -75,7 +57,7 @@ def _cmd_train(args) -> int:
     from .train import FineTune, fit
 
     out = check_out(args.out, args.overwrite)
-    _check_device(args.device)
+    check_device(args.device)
     options = {k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "optimizer", "weight_decay", "seed")}
     try:
         cfg = FineTune.from_dict(options)
@@ -139,10 +121,11 @@ def _load(args):
     """Model, Task (or None) and example inputs from the common CLI options, failing fast on bad input:
     the inputs must fit the model, and the largest batch must fit in memory."""
     from .data import load_data
+    from .devices import check_device
     from .measure import check_inputs_fit
     from .models import load_model
 
-    _check_device(args.device)
+    check_device(args.device)
     model = load_model(args.model, base=args.base)
     task = None if args.data == "none" else load_data(args.data, data_dir=args.data_dir, model=model)
     inputs = _inputs(args, model, task)
@@ -270,7 +253,7 @@ def _common(p, data_default: str | None = "none") -> None:
     p.add_argument("--data", default=data_default, help="fashion-mnist, digits, text, none, or package.module:callable")
     p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (default: Debian's location)")
     p.add_argument("--input-shape", type=_shape, help="batch-1 input shape for random inputs, e.g. 1,3,224,224")
-    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--backends", type=_backends, default=("eager", "onnxruntime"), help="comma list of eager,compile,onnxruntime")
     p.add_argument("--batch", type=_batches, default=(1, 64), help="comma list of batch sizes for latency")
     p.add_argument("--threads", type=_int_in(1, 1024), help="intra-op threads for latency (default: all cores)")
@@ -303,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     p.add_argument("--weight-decay", type=_finite, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true",
                    help="save the training state beside OUT (.OUT.slimkit-resume.pt) each epoch and resume from it")
     _out(p)
@@ -338,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=["tpe", "gp", "random", "nsga2"], help="overrides the space file (default tpe)")
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), help="sampler seed (overrides the space file)")
     p.add_argument("--threads", type=_int_in(1, 1024), help="intra-op threads per worker (default: all cores // workers)")
-    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(run=_cmd_search)
 
     p = sub.add_parser("report", help="re-render a run's report.md/html, or compare several runs in one page")
@@ -362,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"slimkit: error: {exc}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"slimkit: failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

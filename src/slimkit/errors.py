@@ -9,6 +9,11 @@ class UserError(Exception):
     """Bad input: the message names what to fix. The CLI exits with code 2."""
 
 
+class RunFailed(Exception):
+    """A run failed for a reason outside slimkit's input (e.g. a worker process was killed); the message says
+    how to resume. The CLI prints it without a traceback and exits with code 1."""
+
+
 class MissingExtra(UserError, ImportError):
     """An optional dependency is not installed; the message names the pip extra (CLI exit code 2)."""
 

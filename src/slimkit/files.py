@@ -136,11 +136,12 @@ def _remove_stale_siblings(out: Path) -> None:
             continue
         pid = sibling.name[len(prefix):].split("-", 1)[0]
         ours = (sibling / _WORK_MARKER).is_file() or is_run(sibling)
-        if sibling.is_dir() and ours and pid.isdigit() and not _alive(int(pid)):
+        if sibling.is_dir() and ours and pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(sibling, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True while process ``pid`` exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

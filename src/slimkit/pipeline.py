@@ -15,6 +15,7 @@ from torch import nn
 
 from . import __version__
 from .data.task import Task
+from .devices import check_device
 from .errors import UserError
 from .files import atomic_dir, check_out
 from .measure import check_inputs_fit, default_threads, first_non_finite, measure
@@ -106,6 +107,7 @@ def compress(
     from .report import write_reports
 
     check_out(out_dir, overwrite)
+    check_device(device)
     if example_inputs is None:
         if data is None:
             raise UserError("compress() needs example_inputs (CLI: --input-shape) or data (--data).")

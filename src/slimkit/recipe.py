@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import importlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -118,9 +119,13 @@ def _coerce(value, tp, field: str):
             raise ConfigError(field, f"expected a mapping, got {value!r}")
         return {str(k): _coerce(v, args[1], f"{field}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value) if abs(value) < 2**1000 else math.inf
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
         raise ConfigError(field, f"expected {tp.__name__}, got {value!r}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(field, f"must be a finite number, got {value!r}")
+    if tp is int and not -2**63 <= value < 2**63:
+        raise ConfigError(field, f"{value} does not fit in a 64-bit integer")
     return value
 
 
@@ -167,19 +172,80 @@ def replay(model: nn.Module, entry: dict) -> nn.Module:
     return model if fn is None else fn(model, entry)
 
 
+MAX_FILE_BYTES = 10 * 2**20  # recipes and search files are a few lines; this is far beyond any real one
+MAX_DEPTH = 100
+MAX_VALUES = 10**6
+
+
 def read_data_file(path: str | Path, what: str, flag: str) -> Any:
-    """Parse a YAML or JSON file (``.json`` suffix) as plain data; nothing in it is executed."""
+    """Parse a YAML or JSON file (``.json`` suffix) as plain data; nothing in it is executed.
+
+    UserError for anything else: a folder, an unreadable, oversized or non-UTF-8 file, bad syntax, or data
+    nested deeper than MAX_DEPTH levels or expanding (through YAML aliases) to more than MAX_VALUES values.
+    """
     import yaml
 
     path = Path(path)
+    fix, which = f"check the {flag} path", f"is {flag} the right file?"
+    if path.is_dir():
+        raise UserError(f"Cannot read {what} {path}: it is a folder; {fix}.")
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"Cannot read {what} {path}: {exc.strerror}; check the {flag} path.") from None
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise UserError(f"Cannot read {what} {path!r}: {getattr(exc, 'strerror', None) or exc}; {fix}.") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise UserError(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MB, far more than any {what} file; {which}")
     try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise UserError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8, or {fix}.") from None
+    kind = "JSON" if path.suffix == ".json" else "YAML"
+    try:
+        # LibYAML, where installed: the pure-Python parser takes seconds on deeply nested flow collections
+        data = json.loads(text) if kind == "JSON" else yaml.load(text, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except RecursionError:
+        raise UserError(f"{path} nests deeper than {MAX_DEPTH} levels; {which}") from None
+    except (ValueError, yaml.YAMLError) as exc:  # json.JSONDecodeError is a ValueError
+        raise UserError(f"{path} is not valid {kind}: {_problem(exc)}") from None
+    depth, values = _extent(data)
+    if depth > MAX_DEPTH:
+        raise UserError(f"{path} nests deeper than {MAX_DEPTH} levels; {which}")
+    if values > MAX_VALUES:
+        raise UserError(f"{path} expands to more than {MAX_VALUES:,} values (through YAML aliases?); {which}")
+    return data
+
+
+def _problem(exc: Exception) -> str:
+    """A parser error on one line: where, and what."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return where + (getattr(exc, "problem", None) or " ".join(str(exc).split()))
+
+
+def _extent(data: Any) -> tuple[float, float]:
+    """(nesting depth, number of values) of parsed data, counting a part shared through YAML aliases each
+    time it occurs; infinite for data that contains itself. Iterative: no recursion limit to hit."""
+    done: dict[int, tuple[float, float]] = {}
+    active: set[int] = set()
+    stack = [(data, False)]
+    while stack:
+        node, finished = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        children = [c for c in (node.values() if isinstance(node, dict) else node) if isinstance(c, (dict, list))]
+        key = id(node)
+        if finished:
+            parts = [done[id(c)] for c in children]
+            done[key] = (1 + max((d for d, _ in parts), default=0), len(node) + 1 + sum(v for _, v in parts))
+            active.discard(key)
+        elif key in active:
+            return math.inf, math.inf
+        elif key not in done:
+            active.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in children)
+    return done.get(id(data), (0, 1))
 
 
 @dataclasses.dataclass
@@ -196,16 +262,20 @@ class Recipe:
         unknown = set(data) - {"version", "steps"}
         if unknown:
             raise UserError(f"{source}: unknown top-level key(s) {sorted(unknown)}; a recipe has only `version` and `steps`.")
-        if data.get("version", 1) != 1:
-            raise UserError(f"{source}: version {data.get('version')!r} is not supported; use `version: 1`.")
+        version = data.get("version", 1)
+        if type(version) is not int or version != 1:
+            raise UserError(f"{source}: version {version!r} is not supported; use `version: 1`.")
         raw = data.get("steps")
         if not isinstance(raw, list) or not raw:
             raise UserError(f"{source}: `steps` must be a non-empty list of `- step_name: {{options}}` items.")
         steps = []
         for i, item in enumerate(raw):
             if not isinstance(item, dict) or len(item) != 1:
-                raise UserError(f"{source}: steps[{i}] must be a single `step_name: {{options}}` mapping, got {item!r}.")
+                raise UserError(f"{source}: steps[{i}] must be a single `step_name: {{options}}` mapping, got {item!r:.80}.")
             (key, options), = item.items()
+            if options is not None and not isinstance(options, dict):
+                raise UserError(f"{source}: steps[{i}].{key}: expected a mapping of options like `{{epochs: 1}}` "
+                                f"(or nothing), got {type(options).__name__} {options!r:.60}.")
             try:
                 steps.append(config_class(str(key)).from_dict(dict(options or {})))
             except ConfigError as exc:

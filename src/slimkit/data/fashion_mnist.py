@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +34,23 @@ def _find(directory: Path, stem: str) -> Path:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (optionally gzipped) into a numpy array."""
+    """Read one IDX file (optionally gzipped) into a numpy array; UserError when it is damaged."""
+    fix = "re-install dataset-fashion-mnist, or point --data-dir at intact files"
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise UserError(f"Cannot read {path} ({exc}); {fix}.") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise UserError(f"{path} is not an unsigned-byte IDX file; re-install dataset-fashion-mnist.")
+        raise UserError(f"{path} is not an unsigned-byte IDX file; {fix}.")
     ndim = data[3]
+    offset = 4 + 4 * ndim
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    if ndim == 0 or len(data) != offset + math.prod(dims):
+        raise UserError(f"{path} is truncated or damaged: its header gives shape {dims}, which does not match "
+                        f"its {len(data)} bytes; {fix}.")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
 
 
 def normalize(images: np.ndarray) -> Tensor:
@@ -66,15 +76,19 @@ def flip_and_shift(x: Tensor, pad: int = 2) -> Tensor:
 
 def load(data_dir: str | os.PathLike | None = None) -> Task:
     """Load Fashion-MNIST (60k train / 10k test) as a top-1 classification Task."""
-    directory = Path(data_dir or os.environ.get("SLIMKIT_FASHION_MNIST_DIR") or DEFAULT_DIR)
+    directory = Path(data_dir if data_dir is not None else os.environ.get("SLIMKIT_FASHION_MNIST_DIR") or DEFAULT_DIR)
     if not directory.is_dir():
+        problem = "is not a folder" if directory.exists() else "does not exist"
         raise UserError(
-            f"Fashion-MNIST folder {directory} does not exist. Install the data with "
+            f"Fashion-MNIST folder {directory} {problem}. Install the data with "
             "`apt-get install dataset-fashion-mnist` (as root), or pass --data-dir DIR."
         )
     splits = {}
     for split, (images, labels) in _FILES.items():
-        x = normalize(read_idx(_find(directory, images)))
-        y = torch.from_numpy(read_idx(_find(directory, labels)).astype(np.int64))
-        splits[split] = (x, y)
+        x, y = read_idx(_find(directory, images)), read_idx(_find(directory, labels))
+        if x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (len(x),) or (len(y) and y.max() > 9):
+            raise UserError(f"The Fashion-MNIST {split} files in {directory} hold images of shape {x.shape} and labels "
+                            f"of shape {y.shape}; expected N 28x28 images, N labels in 0..9. Re-install "
+                            "dataset-fashion-mnist, or point --data-dir at intact files.")
+        splits[split] = (normalize(x), torch.from_numpy(y.astype(np.int64)))
     return Task("fashion-mnist", splits["train"], splits["test"], "top1", 1, flip_and_shift)

@@ -21,6 +21,7 @@ over which space. YAML or JSON, plain data only::
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,28 @@ OBJECTIVES = ("metric", "macs", "params", "size", "latency")
 LATENCY_BACKENDS = ("eager", "onnxruntime")
 _TOP = {"version", "name", "model", "data", "budget", "objectives", "sampler", "pruner", "n_trials", "seed",
         "heartbeat_s", "params"}
+LIMITS = {"n_trials": (1, 100_000), "seed": (0, 2**32 - 1), "heartbeat_s": (1, 3600)}  # also for CLI overrides
+_CALLABLE = r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*"
+_TEXT = {  # field: (pattern, what it must be)
+    "name": (r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", "a study name of up to 64 letters, digits, '.', '_' or '-'"),
+    "data": (rf"[a-z0-9-]{{1,64}}|{_CALLABLE}", "a dataset name (fashion-mnist, digits) or package.module:callable"),
+    "model.builder": (_CALLABLE, "a package.module:callable"),
+    "model.spec": (r"[^\x00-\x1f\x7f]{1,4096}", "a model SPEC (zoo:NAME, a checkpoint folder, arch:FILE, ...)"),
+}
+
+
+def check_int(value: Any, field: str, low: int, high: int, optional: bool = False) -> None:
+    """UserError naming ``field`` unless ``value`` is an integer in [low, high] (or None when ``optional``)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(f"{field}: must be an integer from {low} to {high}{' or null' if optional else ''}, got {value!r}.")
+
+
+def _check_text(value: Any, field: str) -> None:
+    pattern, what = _TEXT[field]
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        raise UserError(f"{field}: must be {what}, got {value!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +85,9 @@ class Objective:
             raise UserError(f"objectives: unknown objective {self.name!r}; choose from {', '.join(OBJECTIVES)}.")
         if self.backend not in LATENCY_BACKENDS:
             raise UserError(f"objectives.latency.backend: {self.backend!r} is not one of {', '.join(LATENCY_BACKENDS)}.")
-        for key in ("batch", "repeats"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise UserError(f"objectives.latency.{key}: must be a positive integer, got {getattr(self, key)!r}.")
+        check_int(self.batch, "objectives.latency.batch", 1, 65536)
+        check_int(self.threads, "objectives.latency.threads", 1, 1024, optional=True)
+        check_int(self.repeats, "objectives.latency.repeats", 1, 10_000)
         if not isinstance(self.table, bool):
             raise UserError(f"objectives.latency.table: must be true or false, got {self.table!r}.")
 
@@ -86,10 +109,12 @@ class Objective:
             (name, options), = item.items()
             if options is not None and not isinstance(options, dict):
                 raise UserError(f"objectives.{name}: expected a mapping of options, got {options!r}.")
+            if options and name != "latency":
+                raise UserError(f"objectives.{name}: only `latency` takes options; list it as a plain name.")
             fields = {f.name for f in dataclasses.fields(cls)} - {"name"}
             unknown = set(options or {}) - fields
             if unknown:
-                raise UserError(f"objectives.{name}.{sorted(unknown)[0]}: unknown option; known: {', '.join(sorted(fields))}.")
+                raise UserError(f"objectives.{name}.{sorted(map(str, unknown))[0]}: unknown option; known: {', '.join(sorted(fields))}.")
             return cls(str(name), **(options or {}))
         raise UserError(f"objectives: each item is a name (metric, macs, ...) or {{latency: {{backend, batch}}}}, got {item!r}.")
 
@@ -119,12 +144,9 @@ class Budget:
 
     def __post_init__(self):
         for key in ("train", "test", "max_batches"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise UserError(f"budget.{key}: must be a positive integer or null, got {value!r}.")
-        for key in ("val", "epochs"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise UserError(f"budget.{key}: must be a positive integer, got {getattr(self, key)!r}.")
+            check_int(getattr(self, key), f"budget.{key}", 1, 10**9, optional=True)
+        check_int(self.val, "budget.val", 1, 10**9)
+        check_int(self.epochs, "budget.epochs", 1, 10_000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,9 +166,13 @@ class SearchConfig:
     heartbeat_s: int = 10
 
     def __post_init__(self):
+        _check_text(self.name, "name")
+        _check_text(self.data, "data")
         if set(self.model) not in ({"builder"}, {"spec"}):
             raise UserError("model: give exactly one of `builder: package.module:callable` (called with the model.* "
                             "parameters, input shape and class count) or `spec: SPEC` (a fixed model; tune training only).")
+        (key, value), = self.model.items()
+        _check_text(value, f"model.{key}")
         if not self.objectives:
             raise UserError("objectives: empty; list at least `metric`.")
         if len({o.label for o in self.objectives}) != len(self.objectives):
@@ -159,9 +185,8 @@ class SearchConfig:
             raise UserError("pruner: Optuna's pruners work on one objective only; use `pruner: none` for a multi-objective search.")
         if self.pruner != "none" and self.objectives[0].name != "metric":
             raise UserError("pruner: pruning needs the per-epoch `metric` objective; put `metric` first or use `pruner: none`.")
-        for key in ("n_trials", "heartbeat_s"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise UserError(f"{key}: must be a positive integer, got {getattr(self, key)!r}.")
+        for key, (low, high) in LIMITS.items():
+            check_int(getattr(self, key), key, low, high)
         from ..train import FineTune
 
         tunable = {f.name for f in dataclasses.fields(FineTune)} - {"max_batches"}
@@ -187,10 +212,10 @@ class SearchConfig:
                 raise UserError(f"expected a mapping with model, data, objectives and params, got {type(data).__name__}.")
             unknown = set(data) - _TOP
             if unknown:
-                raise UserError(f"{sorted(unknown)[0]}: unknown key; known keys: {', '.join(sorted(_TOP))}.")
-            if data.get("version", 1) != 1:
+                raise UserError(f"{sorted(map(str, unknown))[0]}: unknown key; known keys: {', '.join(sorted(_TOP))}.")
+            if isinstance(data.get("version", 1), bool) or data.get("version", 1) != 1:
                 raise UserError(f"version: {data.get('version')!r} is not supported; use `version: 1`.")
-            if "data" not in data or not isinstance(data["data"], str):
+            if "data" not in data:
                 raise UserError("data: missing; name the dataset (fashion-mnist, digits or package.module:callable).")
             model = data.get("model", {"builder": "slimkit.arch:from_params"})
             if not isinstance(model, dict):
@@ -200,14 +225,14 @@ class SearchConfig:
                 raise UserError(f"budget: expected a mapping, got {budget!r}.")
             known = {f.name for f in dataclasses.fields(Budget)}
             if set(budget) - known:
-                raise UserError(f"budget.{sorted(set(budget) - known)[0]}: unknown field; known: {', '.join(sorted(known))}.")
+                raise UserError(f"budget.{sorted(map(str, set(budget) - known))[0]}: unknown field; known: {', '.join(sorted(known))}.")
             objectives = data.get("objectives", ["metric"])
             if not isinstance(objectives, list):
                 raise UserError(f"objectives: expected a list, got {objectives!r}.")
-            return cls(name=str(data.get("name", "search")), model=model, data=data["data"], budget=Budget(**budget),
+            return cls(name=data.get("name", "search"), model=model, data=data["data"], budget=Budget(**budget),
                        objectives=tuple(Objective.from_data(o) for o in objectives),
                        space=Space.from_dict(data.get("params")), sampler=data.get("sampler", "tpe"),
-                       pruner=str(data.get("pruner", "none")), n_trials=data.get("n_trials", 20),
+                       pruner=data.get("pruner", "none"), n_trials=data.get("n_trials", 20),
                        seed=data.get("seed", 0), heartbeat_s=data.get("heartbeat_s", 10))
         except UserError as exc:
             raise UserError(f"{source}: {exc}") from None

@@ -1,6 +1,6 @@
 """One trial: build the model, train it with slimkit's training loop on the budget's subset, score it on
 the held-out validation split (reporting every epoch to the pruner), measure MACs/size/latency, and keep
-its checkpoint under ``trials/NNNN``."""
+its checkpoint under ``trials/NNNN`` (written as ``trials/.NNNN.PID.*`` and renamed when complete)."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +20,7 @@ from ..measure.counts import count_macs, count_params
 from ..measure.metric import evaluate
 from ..measure.size import artifact_size
 from ..train import Callback, FineTune, fit, rank_and_world
-from .config import SearchConfig
+from .config import LIMITS, SearchConfig, check_int
 
 TRIALS_DIR = "trials"
 
@@ -153,7 +153,7 @@ class TrialObjective:
 
         final = self.out / TRIALS_DIR / f"{number:04d}"
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{number:04d}.", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{number:04d}.{os.getpid()}.", dir=final.parent))
         save_checkpoint(model, tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -161,5 +161,9 @@ class TrialObjective:
 
 
 def replace(config: SearchConfig, **changes) -> SearchConfig:
-    """The config with CLI overrides applied (None values ignored), re-validated."""
-    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+    """The config with CLI overrides applied (None values ignored), re-validated; a bad override names its
+    option (``--n-trials``, ``--seed``)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    for key in changes.keys() & LIMITS.keys():
+        check_int(changes[key], f"--{key.replace('_', '-')}", *LIMITS[key])
+    return dataclasses.replace(config, **changes)

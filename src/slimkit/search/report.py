@@ -48,7 +48,7 @@ def export_results(config: SearchConfig, out: Path, url: str, task: Task, storag
         row = {"number": t.number, "params": t.params, "values": t.values, "measured": t.user_attrs.get("measured"),
                "worker": t.user_attrs.get("worker"), "checkpoint": str(ckpt) if ckpt.is_dir() else None, "test_metric": None}
         if ckpt.is_dir():
-            row["test_metric"] = evaluate(load_model(str(ckpt)), test)
+            row["test_metric"] = evaluate(load_model(str(ckpt), base=config.model.get("spec")), test)
         front.append(row)
     best = max(front, key=lambda r: r["measured"]["metric"]) if front else None
     results = {

@@ -17,6 +17,16 @@ TYPES = ("categorical", "float", "int")
 _FIELDS = {"type", "choices", "low", "high", "log", "step", "when"}
 
 
+def number(value: Any) -> bool:
+    """A finite int or float within +-2**53 (Optuna stores parameter values as floats); bools are not numbers."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= 2**53
+
+
+def plain(value: Any) -> bool:
+    """A value a categorical parameter (or a ``when`` condition) can take: str, bool, null or a number."""
+    return value is None or isinstance(value, (str, bool)) or number(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Param:
     """One search dimension.
@@ -43,29 +53,39 @@ class Param:
 
     def __post_init__(self):
         where = f"params.{self.name}"
-        if self.type not in TYPES:
+        if not isinstance(self.type, str) or self.type not in TYPES:
             raise UserError(f"{where}.type: unknown type {self.type!r}; use one of {', '.join(TYPES)}.")
         if self.type == "categorical":
+            if self.low is not None or self.high is not None or self.log or self.step is not None:
+                raise UserError(f"{where}: low, high, log and step belong to float and int parameters, "
+                                "not categorical ones.")
             if not self.choices:
                 raise UserError(f"{where}.choices: a categorical parameter needs a non-empty list of choices.")
-            if len(set(map(repr, self.choices))) != len(self.choices):
-                raise UserError(f"{where}.choices: duplicate values in {list(self.choices)}.")
-            bad = [c for c in self.choices if c is not None and not isinstance(c, (str, int, float, bool))]
+            bad = [c for c in self.choices if not plain(c)]
             if bad:
-                raise UserError(f"{where}.choices: {bad!r} are not plain values (str, number, bool or null).")
+                raise UserError(f"{where}.choices: {bad!r} are not plain values (str, finite number, bool or null).")
+            if any(a == b for i, a in enumerate(self.choices) for b in self.choices[i + 1:]):
+                raise UserError(f"{where}.choices: duplicate values in {list(self.choices)} "
+                                "(1, 1.0 and true count as equal).")
             return
+        if self.choices:
+            raise UserError(f"{where}.choices: only categorical parameters have choices; "
+                            f"a {self.type} one has low and high.")
         for bound in ("low", "high"):
             value = getattr(self, bound)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise UserError(f"{where}.{bound}: a {self.type} parameter needs a numeric {bound}, got {value!r}.")
+            if not number(value):
+                raise UserError(f"{where}.{bound}: must be a finite number within +-2**53, got {value!r}.")
             if self.type == "int" and value != int(value):
                 raise UserError(f"{where}.{bound}: an int parameter needs an integer {bound}, got {value!r}.")
-        if self.low > self.high:
-            raise UserError(f"{where}: low ({self.low}) is above high ({self.high}).")
+        if self.low >= self.high:
+            raise UserError(f"{where}: low ({self.low}) must be below high ({self.high}); a fixed value is a categorical "
+                            "parameter with one choice.")
         if self.log and self.low <= 0:
             raise UserError(f"{where}.low: a log-scale parameter needs low > 0, got {self.low}.")
-        if self.step is not None and (self.log or self.step <= 0):
-            raise UserError(f"{where}.step: must be > 0 and cannot be combined with log: true.")
+        if self.step is not None and (self.log or not number(self.step) or self.step <= 0
+                                      or (self.type == "int" and self.step != int(self.step))):
+            raise UserError(f"{where}.step: must be a finite number > 0 (an integer for an int parameter) and cannot be "
+                            f"combined with log: true, got {self.step!r}.")
 
     def suggest(self, trial) -> Any:
         """Ask an Optuna trial for this parameter's value."""
@@ -74,6 +94,12 @@ class Param:
         if self.type == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def takes(self, value: Any) -> bool:
+        """True when ``value`` is one this parameter can be sampled as (what a ``when`` condition may name)."""
+        if self.type == "categorical":
+            return plain(value) and value in self.choices
+        return number(value) and self.low <= value <= self.high and (self.type == "float" or value == int(value))
 
     def active(self, values: dict) -> bool:
         """True when every parent in ``when`` is present in ``values`` with an allowed value."""
@@ -109,15 +135,20 @@ class Space:
             if p.name in seen:
                 raise UserError(f"params.{p.name}: declared twice.")
             for parent, allowed in p.when.items():
+                where = f"params.{p.name}.when"
                 if parent not in seen:
-                    declared = "declared below it" if any(q.name == parent for q in self.params) else "not a parameter of the space"
-                    raise UserError(f"params.{p.name}.when: its parent {parent!r} is {declared}; "
+                    declared = ("the parameter itself" if parent == p.name else "declared below it"
+                                if any(q.name == parent for q in self.params) else "not a parameter of the space")
+                    raise UserError(f"{where}: its parent {parent!r} is {declared}; "
                                     "declare the parent parameter above the parameters that depend on it.")
                 owner = seen[parent]
-                if owner.type == "categorical":
-                    bad = [v for v in allowed if v not in owner.choices]
-                    if bad:
-                        raise UserError(f"params.{p.name}.when.{parent}: {bad!r} are not among its choices {list(owner.choices)}.")
+                if not allowed:
+                    raise UserError(f"{where}.{parent}: no values given; the parameter would never be sampled.")
+                bad = [v for v in allowed if not owner.takes(v)]
+                if bad:
+                    values = (f"its choices {list(owner.choices)}" if owner.type == "categorical"
+                              else f"its values ({owner.type} from {owner.low} to {owner.high})")
+                    raise UserError(f"{where}.{parent}: {bad!r} are not among {values}.")
             seen[p.name] = p
 
     @classmethod
@@ -130,11 +161,13 @@ class Space:
         params = []
         for name, spec in data.items():
             where = f"params.{name}"
+            if not isinstance(name, str) or not name:
+                raise UserError(f"{where}: parameter names are non-empty strings, got {name!r}.")
             if not isinstance(spec, dict):
                 raise UserError(f"{where}: expected a mapping like {{type: float, low: 0.001, high: 0.1, log: true}}, got {spec!r}.")
             unknown = set(spec) - _FIELDS
             if unknown:
-                raise UserError(f"{where}.{sorted(unknown)[0]}: unknown field; known fields: {', '.join(sorted(_FIELDS))}.")
+                raise UserError(f"{where}.{sorted(map(str, unknown))[0]}: unknown field; known fields: {', '.join(sorted(_FIELDS))}.")
             if "type" not in spec:
                 raise UserError(f"{where}.type: missing; use one of {', '.join(TYPES)}.")
             when = spec.get("when") or {}

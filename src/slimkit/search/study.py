@@ -3,13 +3,15 @@ exactly N finished trials, however many workers share the study and whichever of
 
 Finished means COMPLETE or PRUNED. A worker killed mid-trial stops sending heartbeats; once the grace
 period passes any worker marks that trial FAIL and re-queues its parameters (RetryFailedTrialCallback),
-so no finished trial is repeated or lost.
+so no finished trial is repeated or lost. A worker killed before its trial's first heartbeat is caught too
+(see :func:`_adopt_orphans`).
 """
 from __future__ import annotations
 
 import re
 import time
 import warnings
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,6 +20,7 @@ from ..errors import UserError, require
 SAMPLERS = ("tpe", "gp", "random", "nsga2")
 PRUNERS = ("none", "median", "hyperband")
 STUDY_FILE = "study.db"
+GRACE_HEARTBEATS = 3  # a trial is stale after this many heartbeat intervals without one
 
 
 def _optuna():
@@ -47,8 +50,8 @@ def _scrub(text: str, url: str) -> str:
 def open_storage(url: str, heartbeat_s: int = 10, max_retry: int = 3):
     """Connect to an Optuna RDB storage (SQLite file, PostgreSQL, MySQL), with heartbeats.
 
-    A trial whose worker sent no heartbeat for ``3 * heartbeat_s`` seconds is failed and its parameters
-    are queued again (at most ``max_retry`` times). Raises UserError (the password masked) when the
+    A trial whose worker sent no heartbeat for ``GRACE_HEARTBEATS * heartbeat_s`` seconds is failed and its
+    parameters are queued again (at most ``max_retry`` times). Raises UserError (the password masked) when the
     storage cannot be reached.
     """
     optuna = _optuna()
@@ -57,7 +60,7 @@ def open_storage(url: str, heartbeat_s: int = 10, max_retry: int = 3):
     engine = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     try:
         return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
+            url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=GRACE_HEARTBEATS * heartbeat_s,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
     except ImportError as exc:
         raise UserError(f"No database driver for the storage {redact(url)} ({exc.__cause__ or exc}); install it, e.g. "
@@ -144,6 +147,23 @@ def _guarded(objective: Callable, n_trials: int) -> Callable:
     return run
 
 
+def _adopt_orphans(study, adopted: set[int]) -> None:
+    """Send one heartbeat (once per process) for each trial running for longer than the grace period. A worker
+    killed between creating a trial and its first heartbeat leaves a trial Optuna never finds stale; after this
+    heartbeat it does, a grace period later. A live trial merely gets an extra heartbeat."""
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    if not interval:
+        return
+    started_before = datetime.now() - timedelta(seconds=GRACE_HEARTBEATS * interval)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t._trial_id not in adopted and t.datetime_start < started_before:
+            adopted.add(t._trial_id)
+            storage.record_heartbeat(t._trial_id)
+
+
 def run_trials(study, objective: Callable, n_trials: int, *, poll_s: float = 2.0, progress: bool = True) -> int:
     """Run trials of ``objective`` until the study holds ``n_trials`` finished trials; returns that count.
 
@@ -154,8 +174,10 @@ def run_trials(study, objective: Callable, n_trials: int, *, poll_s: float = 2.0
     from tqdm.auto import tqdm
 
     bar = tqdm(total=n_trials, initial=min(counts(study)[0], n_trials), desc="trials", disable=not progress)
+    adopted: set[int] = set()
     while True:
         optuna.storages.fail_stale_trials(study)
+        _adopt_orphans(study, adopted)
         finished, running = counts(study)
         bar.update(min(finished, n_trials) - bar.n)
         if finished >= n_trials:
