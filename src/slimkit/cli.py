@@ -92,45 +92,47 @@ def _batches(text: str) -> tuple[int, ...]:
 def _backends(text: str) -> tuple[str, ...]:
     from .measure import BACKENDS
 
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if text.strip() == "none":
+        return ()
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",")))
+    if "" in names:
+        raise argparse.ArgumentTypeError(f"{text!r}: name backends separated by commas, or none for no timing")
     unknown = [n for n in names if n not in BACKENDS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown backend(s) {', '.join(map(repr, unknown))}; choose from {', '.join(BACKENDS)}")
     return names
 
 
-def _inputs(args, model, task):
-    """Batch-1 example inputs: --input-shape (random, seeded), else the data, else the zoo's shape."""
+def _inputs(args, model, task) -> tuple:
+    """Batch-1 example inputs, checked to fit the model and the memory of the largest --batch: --input-shape
+    (random, seeded; checked on an uninitialised tensor first, which takes no memory until touched), else the
+    data, else the zoo's shape."""
     import torch
 
+    from .measure import check_inputs_fit
     from .models.spec import default_input_shape
 
     shape = args.input_shape or (None if task else default_input_shape(args.model))
     if shape:
-        from .measure.memory import memory_budget
-
-        if math.prod(shape) * 4 > memory_budget():
-            raise UserError(f"--input-shape {','.join(map(str, shape))} alone needs more memory than the budget; pass a smaller shape.")
+        check_inputs_fit(model, (torch.empty(shape),), args.batch)
         return (torch.randn(shape, generator=torch.Generator().manual_seed(0)),)
-    if task is not None:
-        return task.example_inputs(1)
-    raise UserError(f"Cannot tell what input {args.model} takes: pass --input-shape, e.g. --input-shape 1,3,224,224, or --data.")
+    if task is None:
+        raise UserError(f"Cannot tell what input {args.model} takes: pass --input-shape, e.g. --input-shape 1,3,224,224, or --data.")
+    inputs = task.example_inputs(1)
+    check_inputs_fit(model, inputs, args.batch)
+    return inputs
 
 
 def _load(args):
-    """Model, Task (or None) and example inputs from the common CLI options, failing fast on bad input:
-    the inputs must fit the model, and the largest batch must fit in memory."""
+    """Model, Task (or None) and example inputs from the common CLI options, failing fast on bad input."""
     from .data import load_data
     from .devices import check_device
-    from .measure import check_inputs_fit
     from .models import load_model
 
     check_device(args.device)
     model = load_model(args.model, base=args.base)
     task = None if args.data == "none" else load_data(args.data, data_dir=args.data_dir, model=model)
-    inputs = _inputs(args, model, task)
-    check_inputs_fit(model, inputs, args.batch)
-    return model, task, inputs
+    return model, task, _inputs(args, model, task)
 
 
 def _cmd_compress(args) -> int:
@@ -254,7 +256,7 @@ def _common(p, data_default: str | None = "none") -> None:
     p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (default: Debian's location)")
     p.add_argument("--input-shape", type=_shape, help="batch-1 input shape for random inputs, e.g. 1,3,224,224")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--backends", type=_backends, default=("eager", "onnxruntime"), help="comma list of eager,compile,onnxruntime")
+    p.add_argument("--backends", type=_backends, default=("eager", "onnxruntime"), help="comma list of eager,compile,onnxruntime, or none (no timing)")
     p.add_argument("--batch", type=_batches, default=(1, 64), help="comma list of batch sizes for latency")
     p.add_argument("--threads", type=_int_in(1, 1024), help="intra-op threads for latency (default: all cores)")
     p.add_argument("--metric-backend", choices=["eager", "onnxruntime"], default="eager",

@@ -52,10 +52,15 @@ def check_out_path(out: str | os.PathLike, flag: str = "--out", file: bool = Fal
     if resolved == home or resolved in home.parents or resolved == Path(resolved.anchor):
         raise UserError(f"{flag} {text} is the home folder, the root folder or above the home folder; "
                         f"name a new folder, e.g. {flag} runs/a.")
-    for folder in (*([] if file else [resolved]), *resolved.parents):
+    folders = (*([] if file else [resolved]), *resolved.parents)
+    for folder in folders:
         if folder.exists() and not folder.is_dir():
             where = "is" if folder == resolved else f"lies under {folder}, which is"
             raise UserError(f"{flag} {text} {where} an existing file, not a folder; name a new folder, e.g. {flag} runs/a.")
+    nearest = next(p for p in folders if p.exists())
+    if resolved.parts[1:2] in (("proc",), ("sys",), ("dev",)) or not os.access(nearest, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {text}: {nearest} is a system folder or not writable; name a folder you can write, "
+                        f"e.g. {flag} runs/a.")
     return path
 
 
@@ -86,10 +91,16 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False, kind: str = "run
     in the marker (compress, train, bench).
     """
     out = check_out(out, overwrite)
-    created = _make_parents(out.parent)
-    _remove_stale_siblings(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.slimkit-{os.getpid()}-", dir=out.parent))
-    (tmp / _WORK_MARKER).touch()
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_siblings(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.slimkit-{os.getpid()}-", dir=out.parent))
+        (tmp / _WORK_MARKER).touch()
+    except OSError as exc:
+        _remove_empty(created)
+        raise UserError(f"--out {out}: cannot create the run folder there ({exc.strerror}); name a folder you can "
+                        "write, e.g. --out runs/a.") from None
     try:
         yield tmp
         (tmp / _WORK_MARKER).unlink()
@@ -97,17 +108,15 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False, kind: str = "run
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        for folder in created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        _remove_empty(created)
         raise
 
 
-def _make_parents(folder: Path) -> list[Path]:
-    """Create ``folder`` and missing parents; return the created ones, deepest first."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
-    return missing
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) where they are empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

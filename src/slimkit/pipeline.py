@@ -115,6 +115,10 @@ def compress(
     for i, step in enumerate(recipe.steps):
         if step.needs_data and data is None:
             raise UserError(f"steps[{i}].{step.key} needs training data; pass --data (e.g. fashion-mnist).")
+        try:
+            step.check_model(model)
+        except UserError as exc:
+            raise UserError(f"steps[{i}].{step.key}: {exc}") from None
     threads = threads or default_threads()
     check_inputs_fit(model, example_inputs, batch_sizes)
     stop_if_non_finite(model, example_inputs, "the input model")

@@ -83,6 +83,10 @@ class StepConfig:
     def to_dict(self) -> dict:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise UserError when this step cannot apply to ``model``; called for every step of a recipe
+        before any work starts. Override where a config fits only some models."""
+
 
 def _plain(value):
     return list(value) if isinstance(value, tuple) else value

@@ -26,12 +26,15 @@ class Cluster(FineTune):
     """
 
     key = "cluster"
-    needs_data = False  # only when epochs > 0
     epochs: int = 0
     bits: int = 4
     init: Literal["linear", "density"] = "linear"
     layers: tuple[str, ...] = ()
     keep_zeros: bool = True
+
+    @property
+    def needs_data(self) -> bool:
+        return self.epochs > 0
 
     def __post_init__(self):
         check(1 <= self.bits <= 8, "bits", f"must be in 1..8, got {self.bits}")

@@ -65,7 +65,13 @@ def memory_budget() -> int:
     """Bytes a measurement may use: SLIMKIT_MEMORY_GB, else 80% of the memory available now."""
     env = os.environ.get("SLIMKIT_MEMORY_GB")
     if env:
-        return int(float(env) * 2**30)
+        try:
+            gib = float(env)
+        except ValueError:
+            gib = float("nan")
+        if not 0 < gib < 2**20:
+            raise UserError(f"SLIMKIT_MEMORY_GB={env!r:.30} is not a positive number of GiB, e.g. 8.")
+        return int(gib * 2**30)
     with contextlib.suppress(OSError, ValueError, StopIteration):
         with open("/proc/meminfo") as f:
             kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
@@ -89,12 +95,8 @@ def check_inputs_fit(model: nn.Module, inputs: tuple, batch_sizes: tuple[int, ..
     if input_bytes * largest > budget:
         raise UserError(f"Inputs of shape {_shapes(inputs)} at batch {largest} take {input_bytes * largest / 2**30:.1f} GiB "
                         f"before the model runs; the memory budget is {budget / 2**30:.1f} GiB: {fix}.")
-    device = next((t.device for t in model.parameters()), torch.device("cpu"))
     try:
-        if input_bytes <= 16 * 2**20:
-            peak = peak_memory(model, tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in inputs))
-        else:
-            peak = _fake_peak(model, inputs)
+        peak = _trial_peak(model, inputs, input_bytes)
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError, AttributeError, KeyError) as exc:
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise UserError(f"The model does not take inputs of shape {_shapes(inputs)}: {detail}. "
@@ -125,6 +127,21 @@ class _FakeTensorBytes(TorchDispatchMode):
 
     def _free(self, nbytes: int) -> None:
         self.current -= nbytes
+
+
+def _trial_peak(model: nn.Module, inputs: tuple, input_bytes: int) -> int:
+    """Peak bytes of one forward pass: a real pass for small inputs; else traced with fake tensors, or, where
+    a model's operators cannot be traced so, a real pass when the inputs are at most 64 MiB."""
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    real = tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in inputs)
+    if input_bytes <= 2**20:
+        return peak_memory(model, real)
+    try:
+        return _fake_peak(model, inputs)
+    except Exception:
+        if input_bytes > 64 * 2**20:
+            raise
+        return peak_memory(model, real)
 
 
 def _fake_peak(model: nn.Module, inputs: tuple) -> int:

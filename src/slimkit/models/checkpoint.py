@@ -201,9 +201,11 @@ def load_weights(model: nn.Module, weights: Path) -> None:
                         "slimkit never unpickles checkpoints; re-save it with slimkit.") from exc
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shapes differ
-        raise UserError(f"{weights} does not match the rebuilt model ({exc}); "
-                        "was history.json edited or written by another version?") from exc
+    except RuntimeError as exc:  # shapes differ: torch lists every tensor, one per line
+        lines = [line.strip() for line in str(exc).splitlines() if "mismatch" in line] or [str(exc).strip()]
+        more = f" and {len(lines) - 1} more" if len(lines) > 1 else ""
+        raise UserError(f"{weights} does not match the rebuilt model ({lines[0][:300]}{more}); "
+                        "was history.json edited or written by another version?") from None
     missing = [k for k in missing if not _tied_alias(model, k, state)]
     if missing or unexpected:
         raise UserError(

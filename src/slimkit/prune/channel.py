@@ -74,6 +74,11 @@ class ChannelPrune(StepConfig):
     def needs_data(self) -> bool:
         return criterion(self.importance).needs_data
 
+    def check_model(self, model: nn.Module) -> None:
+        if self.heads and not transformer.encoder_layers(model):
+            raise UserError(f"channel_prune.heads applies to transformers BERT-family encoders; {type(model).__name__} "
+                            "has none. Remove `heads` (ratio prunes the channels of other models).")
+
 
 class ChannelPruner:
     """Dependency groups and channel scores of one model, computed once; plans for any ratio.
@@ -227,9 +232,7 @@ def channel_prune(model: nn.Module, cfg: ChannelPrune, ctx) -> nn.Module:
     task = ctx.require_task("channel_prune") if cfg.needs_data else ctx.task
     if transformer.encoder_layers(model):
         return _prune_encoder(model, cfg, ctx, task)
-    if cfg.heads:
-        raise UserError(f"channel_prune.heads applies to transformers BERT-family encoders; {type(model).__name__} "
-                        "has none. Remove `heads` (ratio prunes the channels of other models).")
+    cfg.check_model(model)
     pruner = ChannelPruner(model, ctx.example_inputs, cfg.importance, cfg.ignore, task)
     for what in pruner.skipped:
         message = f"channel_prune skipped {what}: the channels it touches are kept"

@@ -50,7 +50,32 @@ def read_report(run_dir: str | Path) -> dict:
     missing = [k for k in ("model", "data", "baseline", "final", "steps") if not isinstance(report, dict) or k not in report]
     if missing:
         raise UserError(f"{path} is not a slimkit report (no {', '.join(missing)}); pass a run directory written by `slimkit compress`.")
+    problem = _schema_problem(report)
+    if problem:
+        raise UserError(f"{path}: {problem}; it was not written by this version of slimkit or was edited. Nothing was changed.")
     return report
+
+
+def _schema_problem(report: dict) -> str | None:
+    """The first place where ``report`` departs from the report.json schema, or None."""
+    expected = {"model": str, "data": str, "baseline": dict, "final": dict, "steps": list, "notes": list,
+                "artifacts": dict, "environment": dict}
+    for key, kind in expected.items():
+        if key in report and not isinstance(report[key], kind):
+            return f"`{key}` must be a {kind.__name__}, got {type(report[key]).__name__}"
+    stages = {"baseline": report["baseline"], "final": report["final"]}
+    for i, step in enumerate(report["steps"]):
+        if not (isinstance(step, dict) and isinstance(step.get("name"), str) and isinstance(step.get("metrics"), dict)):
+            return f"steps[{i}] must be a mapping with a `name` string and a `metrics` mapping"
+        stages[f"steps[{i}].metrics"] = step["metrics"]
+    for where, metrics in stages.items():
+        for key, kind in (("latency_ms", dict), ("metric", (dict, type(None))), ("layers", dict)):
+            if key in metrics and not isinstance(metrics[key], kind):
+                return f"{where}.{key} has the wrong type ({type(metrics[key]).__name__})"
+        for key, value in metrics.items():
+            if key.endswith(("params", "macs", "_bytes")) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                return f"{where}.{key} must be a number, got {value!r:.50}"
+    return None
 
 
 def run_labels(run_dirs: list[str | Path]) -> list[str]:
