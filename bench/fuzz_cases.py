@@ -310,20 +310,25 @@ def _recipe_doc(dr: _Draw) -> tuple[str, Any]:
     return kind, {"version": 1, "steps": steps}
 
 
+def _data_file(dr: _Draw, name: str, valid_doc: dict, key: str, bad_doc, odds: tuple[float, float]):
+    """(kind, path) of a bad recipe or search file: a bad document (``bad_doc``), damaged text of a valid one,
+    or a path that is not a readable file; ``odds`` are the cumulative chances of the first two."""
+    roll = dr.rng.random()
+    if roll < odds[0]:
+        kind, data = bad_doc(dr)
+        return kind, dr.doc(name, data)
+    if roll < odds[1]:
+        json_style = dr.rng.random() < 0.3
+        valid = json.dumps(valid_doc) if json_style else yaml.safe_dump(valid_doc, sort_keys=False)
+        kind, data = _damaged_text(dr, valid, json_style, key)
+        return kind, dr.file(f"{name}.json" if json_style else f"{name}.yaml", data)
+    return _path_instead_of_file(dr)
+
+
 def _recipe(dr: _Draw):
     flags = dr.base("compress")
     flags["--data"] = "digits"  # data is never what is wrong here
-    roll = dr.rng.random()
-    if roll < 0.55:
-        kind, data = _recipe_doc(dr)
-        flags["--recipe"] = dr.doc("recipe", data)
-    elif roll < 0.85:
-        json_style = dr.rng.random() < 0.3
-        valid = json.dumps(RECIPE) if json_style else yaml.safe_dump(RECIPE, sort_keys=False)
-        kind, data = _damaged_text(dr, valid, json_style, "steps")
-        flags["--recipe"] = dr.file("recipe.json" if json_style else "recipe.yaml", data)
-    else:
-        kind, flags["--recipe"] = _path_instead_of_file(dr)
+    kind, flags["--recipe"] = _data_file(dr, "recipe", RECIPE, "steps", _recipe_doc, (0.55, 0.85))
     return kind, "compress", flags, ()
 
 
@@ -414,17 +419,7 @@ def _space_doc(dr: _Draw) -> tuple[str, Any]:
 
 def _space(dr: _Draw):
     flags = dr.base("search")
-    roll = dr.rng.random()
-    if roll < 0.65:
-        kind, data = _space_doc(dr)
-        flags["--space"] = dr.doc("space", data)
-    elif roll < 0.9:
-        json_style = dr.rng.random() < 0.3
-        valid = json.dumps(SPACE) if json_style else yaml.safe_dump(SPACE, sort_keys=False)
-        kind, data = _damaged_text(dr, valid, json_style, "params")
-        flags["--space"] = dr.file("space.json" if json_style else "space.yaml", data)
-    else:
-        kind, flags["--space"] = _path_instead_of_file(dr)
+    kind, flags["--space"] = _data_file(dr, "space", SPACE, "params", _space_doc, (0.65, 0.9))
     return kind, "search", flags, ()
 
 
