@@ -412,7 +412,8 @@ def _space_doc(dr: _Draw) -> tuple[str, Any]:
         return "top", {**SPACE, "pruner": dr.pick(["median", "hyperband"]),
                        "objectives": dr.pick([["metric", "macs"], ["macs"], ["params", "metric"]])}
     if roll < 0.18:  # a required key missing
-        return "top", {k: v for k, v in SPACE.items() if k != dr.pick(["data", "params"])}
+        missing = dr.pick(["data", "params"])
+        return "top", {k: v for k, v in SPACE.items() if k != missing}
     kind, path, values = dr.pick(SPACE_EDITS)
     return kind, _edit(SPACE, path, dr.pick(values))
 

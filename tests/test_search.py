@@ -2,6 +2,7 @@
 search on digits (best checkpoint, recipe and architecture reload), resume, and bad input."""
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -315,6 +316,90 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     out = capsys.readouterr()
     assert "Cannot open the study storage postgresql://ann:***@127.0.0.1:9/none" in out.err
     assert "s3cr3t" not in out.err + out.out and not (tmp_path / "b").exists()
+
+
+LR = {"train.lr": {"type": "float", "low": 0.01, "high": 0.1}}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"version": True}, r"version: True is not supported"),
+    ({"version": 1.0}, r"version: 1\.0 is not supported"),
+    ({"params": {"train.batch_size": {"type": "int", "low": -32, "high": 0, "step": 16}}},
+     r"params\.train\.batch_size: it can take the value -32, which is not a valid training option \(must be in \[1, 65536\]"),
+    ({"params": {"train.batch_size": {"type": "int", "low": 16, "high": 65560, "step": 16}}},  # reaches 65552
+     r"params\.train\.batch_size: it can take the value 65552,"),
+    ({"params": {"train.batch_size": {"type": "float", "low": 16, "high": 64}}}, r"params\.train\.batch_size: .*expected int"),
+    ({"params": {"train.lr": {"type": "float", "low": 20, "high": 50}}}, r"params\.train\.lr: it can take the value 20\.0"),
+    ({"params": {"train.lr": {"type": "float", "low": 0.5, "high": 12, "step": 0.5}}}, r"params\.train\.lr: .*value 12\.0"),
+    ({"params": {"train.optimizer": {"type": "categorical", "choices": ["sgd", "rmsprop"]}}},
+     r"params\.train\.optimizer: it can take the value 'rmsprop'.*must be one of 'sgd', 'adamw'"),
+    ({"params": {"train.optimizer": {"type": "categorical", "choices": ["adamw"]},
+                 "train.weight_decay": {"type": "float", "low": -1, "high": 0.1, "when": {"train.optimizer": "adamw"}}}},
+     r"params\.train\.weight_decay: it can take the value -1\.0"),
+    ({"params": {"train.epochs": {"type": "int", "low": 1, "high": 2000}}}, r"params\.train\.epochs: .*value 2000"),
+    ({"budget": {**TINY["budget"], "epochs": 5000}}, r"budget\.epochs: not a valid training option: must be in \[1, 1000\]"),
+    ({"model": {"builder": "os:abort"}}, r"model\.builder: 'os:abort' names the Python standard library"),
+    ({"model": {"builder": "math:pi"}}, r"model\.builder: 'math:pi' names the Python standard library"),
+    ({"model": {"builder": "nope_pkg_xyz:f"}}, r"model\.builder: Could not import 'nope_pkg_xyz'"),
+    ({"model": {"builder": "slimkit.arch:nope"}}, r"model\.builder: 'slimkit\.arch' has no attribute 'nope'"),
+    ({"model": {"builder": "slimkit:__version__"}}, r"model\.builder: 'slimkit:__version__' is not callable"),
+    ({"model": {"spec": "zoo:nope"}, "params": LR}, r"model\.spec: Unknown zoo model 'nope'"),
+    ({"model": {"spec": "os:abort"}, "params": LR}, r"model\.spec: 'os:abort' names the Python standard library"),
+    ({"model": {"spec": "nope_pkg_xyz:f"}, "params": LR}, r"model\.spec: Could not import 'nope_pkg_xyz'"),
+    ({"model": {"spec": "no/such/checkpoint"}, "params": LR}, r"model\.spec: Model SPEC 'no/such/checkpoint' is neither"),
+])
+def test_search_files_that_would_fail_in_a_trial_are_refused_before_anything_is_written(tmp_path, capsys, changes, message):
+    from slimkit.cli import main
+
+    space, out = write_space(tmp_path, **changes), tmp_path / "run"
+    with pytest.raises(UserError, match=rf"{re.escape(str(space))}: ({message})"):
+        SearchConfig.load(space)
+    assert main(["search", "--space", str(space), "--out", str(out), "--threads", "1"]) == 2
+    assert str(space) in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("changes", [
+    {"params": {"train.batch_size": {"type": "int", "low": 16, "high": 65540, "step": 16}}},  # reaches 65536 at most
+    {"params": {"train.lr": {"type": "float", "low": 0.5, "high": 10.3, "step": 0.5}}},  # reaches 10.0 at most
+    {"params": {"train.epochs": {"type": "int", "low": 1, "high": 3}}, "budget": {**TINY["budget"], "epochs": 5000}},
+    {"params": {"train.keep_zeros": {"type": "categorical", "choices": [True, False]}, **LR}},
+    {"model": {"spec": "zoo:digits-cnn"}, "params": LR},
+])
+def test_valid_training_ranges_and_models_are_accepted(changes):
+    SearchConfig.from_dict({**TINY, **changes})
+
+
+@pytest.mark.parametrize("out", ["/sys/slimkit-fuzz", "/proc/slimkit-fuzz/run"])
+def test_out_in_a_system_folder_is_refused(tmp_path, capsys, out):
+    from slimkit.cli import main
+
+    with pytest.raises(UserError, match="--out"):
+        search(SearchConfig.from_dict(dict(TINY)), out, threads=1, progress=False)
+    assert main(["search", "--space", str(write_space(tmp_path)), "--out", out, "--threads", "1"]) == 2
+    assert "--out" in capsys.readouterr().err and not os.path.exists(out)
+
+
+def test_out_that_cannot_be_created_is_a_user_error(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from slimkit.search.run import _prepare_out
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(UserError, match=r"--out .*run: cannot read or create the folder \(Permission denied\)"):
+        _prepare_out(tmp_path / "run", SearchConfig.from_dict(dict(TINY)), "label")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_run_file_is_a_user_error(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "search.json").write_text("[1, 2")
+    with pytest.raises(UserError, match=r"search\.json is damaged"):
+        search(SearchConfig.from_dict(dict(TINY)), out, threads=1, progress=False)
+    assert (out / "search.json").read_text() == "[1, 2"
 
 
 def test_existing_study_survives_bad_input(tmp_path):

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..recipe import read_data_file
-from .space import Space
+from .space import Param, Space
 from .study import PRUNERS, SAMPLERS
 
 OBJECTIVES = ("metric", "macs", "params", "size", "latency")
@@ -56,6 +57,29 @@ def _check_text(value: Any, field: str) -> None:
     pattern, what = _TEXT[field]
     if not isinstance(value, str) or not re.fullmatch(pattern, value):
         raise UserError(f"{field}: must be {what}, got {value!r}.")
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except OSError:  # e.g. a name too long for the file system
+        return False
+
+
+def _extremes(p: Param) -> list:
+    """The values of ``p`` that bound every other (as Optuna suggests them): each choice, or low and the highest
+    reachable value (``high`` rounded down to a whole number of steps above ``low``)."""
+    if p.type == "categorical":
+        return list(p.choices)
+    if p.type == "int":
+        step = int(p.step or 1)
+        low, high = int(p.low), int(p.high)
+        return [low, low + (high - low) // step * step]
+    high = p.high
+    if p.step is not None:
+        d_low, d_step = Decimal(str(p.low)), Decimal(str(p.step))
+        high = float((Decimal(str(p.high)) - d_low) // d_step * d_step + d_low)
+    return [float(p.low), float(high)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +223,52 @@ class SearchConfig:
                 raise UserError(f"params.{name}: {field!r} is not a training option; choose from {', '.join(sorted(tunable))}.")
             if group == "model" and "spec" in self.model:
                 raise UserError(f"params.{name}: a fixed `model: {{spec: ...}}` takes no model.* parameters; use a builder.")
+        self._check_training()
+
+    def _check_training(self) -> None:
+        """Every training option a trial can get must be valid for FineTune: the budget's fixed options (epochs,
+        max_batches, seed) unless a parameter always replaces them, and the extremes (low, reachable high, every
+        choice) of each ``train.*`` parameter combined with them. FineTune's checks are ranges and choices, so
+        valid extremes mean every sampled value is valid."""
+        from ..recipe import ConfigError
+        from ..train import FineTune
+
+        fixed = {"epochs": ("budget.epochs", self.budget.epochs), "max_batches": ("budget.max_batches", self.budget.max_batches),
+                 "seed": ("seed", self.seed)}  # what TrialObjective passes besides the sampled options
+        always = {p.name[len("train."):] for p in self.space.params if p.name.startswith("train.") and not p.when}
+        base = {key: value for key, (_, value) in fixed.items() if key not in always}
+        try:
+            FineTune.from_dict(dict(base))
+        except ConfigError as exc:
+            where = fixed.get(exc.field, (exc.field,))[0]
+            raise UserError(f"{where}: not a valid training option: {exc.message}.") from None
+        for p in self.space.params:
+            if not p.name.startswith("train."):
+                continue
+            field = p.name[len("train."):]
+            for value in _extremes(p):
+                try:
+                    FineTune.from_dict({**base, field: value})
+                except ConfigError as exc:
+                    reason = exc.message if exc.field == field else str(exc)
+                    raise UserError(f"params.{p.name}: it can take the value {value!r}, which is not a valid training "
+                                    f"option ({reason}); every value it can take must be one.") from None
+
+    def check_model(self) -> "SearchConfig":
+        """UserError unless the model can be built: a builder must resolve to a callable (its module is imported,
+        which the search does anyway); a fixed spec is built (``package.module:callable`` is only resolved, not
+        called). Returns the config."""
+        from ..models.spec import DATA_PREFIXES, import_callable, load_model
+
+        (key, value), = self.model.items()
+        try:
+            if key == "builder" or (":" in value and not value.startswith(DATA_PREFIXES) and not _exists(value)):
+                import_callable(value)
+            else:
+                load_model(value)
+        except UserError as exc:
+            raise UserError(f"model.{key}: {exc}") from None
+        return self
 
     @property
     def directions(self) -> list[str]:
@@ -213,7 +283,7 @@ class SearchConfig:
             unknown = set(data) - _TOP
             if unknown:
                 raise UserError(f"{sorted(map(str, unknown))[0]}: unknown key; known keys: {', '.join(sorted(_TOP))}.")
-            if isinstance(data.get("version", 1), bool) or data.get("version", 1) != 1:
+            if type(data.get("version", 1)) is not int or data.get("version", 1) != 1:  # not true, not 1.0
                 raise UserError(f"version: {data.get('version')!r} is not supported; use `version: 1`.")
             if "data" not in data:
                 raise UserError("data: missing; name the dataset (fashion-mnist, digits or package.module:callable).")
@@ -233,7 +303,7 @@ class SearchConfig:
                        objectives=tuple(Objective.from_data(o) for o in objectives),
                        space=Space.from_dict(data.get("params")), sampler=data.get("sampler", "tpe"),
                        pruner=data.get("pruner", "none"), n_trials=data.get("n_trials", 20),
-                       seed=data.get("seed", 0), heartbeat_s=data.get("heartbeat_s", 10))
+                       seed=data.get("seed", 0), heartbeat_s=data.get("heartbeat_s", 10)).check_model()
         except UserError as exc:
             raise UserError(f"{source}: {exc}") from None
 

@@ -25,12 +25,26 @@ RUN_FILE = "search.json"
 
 def _prepare_out(out: Path, config: SearchConfig, storage_label: str) -> bool:
     """Make ``out`` ready; returns True when it was created now. A folder holding a search with the
-    same space and storage is resumed in place (never replaced); anything else there is refused."""
+    same space and storage is resumed in place (never replaced); anything else there is refused, and a
+    folder that cannot be read or created is a UserError naming --out and the system's reason."""
+    try:
+        return _prepare_out_unchecked(out, config, storage_label)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot read or create the folder ({exc.strerror or exc}); name a folder you "
+                        "can write, e.g. --out runs/a.") from None
+
+
+def _prepare_out_unchecked(out: Path, config: SearchConfig, storage_label: str) -> bool:
     marker = out / RUN_FILE
     if out.is_dir():  # files a killed search was writing
         _remove_orphans(out, rf"\.(?:{re.escape(RUN_FILE)}|{re.escape(STUDY_FILE)})\.([0-9]+)\.tmp(?:-journal)?")
     if marker.is_file():
-        previous = json.loads(marker.read_text())
+        try:
+            previous = json.loads(marker.read_text())
+        except (ValueError, UnicodeError):
+            previous = None
+        if not isinstance(previous, dict):
+            raise UserError(f"{out / RUN_FILE} is damaged (not a JSON object); pick a new --out, or remove the folder.")
         if _resumable(previous.get("config", {})) != _resumable(config.to_dict()) or previous.get("storage") != storage_label:
             raise UserError(f"{out} holds a search with another space, budget, sampler, seed or storage; resume it "
                             "with the same --space/--sampler/--seed/--storage (only --n-trials may change), or pick a new --out.")
