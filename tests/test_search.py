@@ -126,6 +126,13 @@ def test_bad_search_options_fail_before_anything_is_written(tmp_path, options, m
     assert not (tmp_path / "run").exists()
 
 
+def test_a_budget_larger_than_the_data_fails_before_anything_is_written(tmp_path):
+    config = SearchConfig.from_dict({**TINY, "budget": {"val": 1_000_000, "epochs": 1}})
+    with pytest.raises(UserError, match="budget.val: 1000000 held-out samples leave none to train on"):
+        search(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_out_must_not_be_a_file(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="existing file"):

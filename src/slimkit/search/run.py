@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import RunFailed, UserError
 from ..devices import check_device
+from ..errors import RunFailed, UserError
 from ..files import alive, check_out_path, write_atomic
 from .config import SearchConfig, check_int
 from .distributed import TrialGroup, check_workers, world_size
-from .objective import TRIALS_DIR
+from .objective import TRIALS_DIR, split
 from .study import STUDY_FILE, counts, make_pruner, make_sampler, open_storage, open_study, redact, run_trials, sqlite_url
 
 RUN_FILE = "search.json"
@@ -164,6 +164,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, storage: str | None = N
     if storage:  # fail on an unreachable server before touching the run folder
         open_study(open_storage(storage, config.heartbeat_s), config.name, None, config.directions)
     task = task or load_data(config.data)  # bad data fails before anything is written
+    split(task, config)  # so does a budget the data cannot hold
     created = _prepare_out(out, config, label)
     url = storage or sqlite_url(out)
     try:  # the run file first: a folder with a study in it is always recognised as a search to resume
