@@ -32,8 +32,14 @@ def user_home(tmp_path, monkeypatch):
     (cwd / "figures" / "plot.pdf").write_bytes(os.urandom(2048))
     (tmp_path / "home" / "notes.txt").write_text("do not lose")
     (tmp_path / "recipe.yaml").write_text("version: 1\nsteps:\n  - fuse: {}\n")
+    (tmp_path / "space.yaml").write_text(json.dumps(SPACE))
     monkeypatch.chdir(cwd)
     return tmp_path, cwd
+
+
+SPACE = {"version": 1, "name": "s", "data": "digits", "model": {"spec": "zoo:digits-cnn"},
+         "budget": {"train": 300, "val": 100, "epochs": 1}, "objectives": ["metric"], "n_trials": 1,
+         "params": {"train.lr": {"type": "float", "low": 0.01, "high": 0.1}}}
 
 
 def _commands(tmp_path: Path, out: str) -> dict[str, list[str]]:
@@ -43,6 +49,7 @@ def _commands(tmp_path: Path, out: str) -> dict[str, list[str]]:
         "train": ["train", "--model", "zoo:digits-cnn", "--data", "digits", "--epochs", "1", "--out", out],
         "bench": ["bench", *small, "--repeats", "2", "--out", out],
         "demo": ["demo", "--out", out],
+        "search": ["search", "--space", str(tmp_path / "space.yaml"), "--out", out],
     }
 
 
@@ -50,7 +57,7 @@ DESTRUCTIVE = {".": ".", "..": "..", "empty": "", "root": "/", "non-run folder":
                "under a file": "thesis.tex/run"}
 
 
-@pytest.mark.parametrize("command", ["compress", "train", "bench", "demo"])
+@pytest.mark.parametrize("command", ["compress", "train", "bench", "demo", "search"])
 @pytest.mark.parametrize("case", DESTRUCTIVE)
 def test_destructive_out_is_refused_and_every_byte_stays(user_home, command, case, capsys):
     root, _ = user_home
