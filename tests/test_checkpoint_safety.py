@@ -61,6 +61,17 @@ def test_a_checkpoint_never_imports_or_calls_the_code_it_names(checkpoint, probe
     assert not probe[1].exists()
 
 
+@pytest.mark.parametrize("base", ["os:abort", "sys:exit"])
+def test_the_cli_refuses_such_a_checkpoint_with_exit_2(checkpoint, base, capsys):
+    from slimkit.cli import main
+
+    edit_history(checkpoint, lambda meta: meta.update(base=base))
+    for extra in ([], ["--base", base]):  # confirmed or not: the standard library builds no models
+        assert main(["bench", "--model", str(checkpoint), "--input-shape", "1,1,8,8", "--backends", "none", *extra]) == 2
+        err = capsys.readouterr().err
+        assert base in err and "Traceback" not in err
+
+
 def test_passing_the_same_base_loads_the_checkpoint(checkpoint, probe):
     model = sk.load_model(str(checkpoint))
     edit_history(checkpoint, lambda meta: meta.update(base=probe[0]))
