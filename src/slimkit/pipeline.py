@@ -71,7 +71,7 @@ def apply(model: nn.Module, config: StepConfig, *, example_inputs: tuple | None 
         ctx = Context(example_inputs or data.example_inputs(1), data, None, before_step, device, default_threads(),
                       Path(out_dir or scratch), progress=False)
         model = _run_step(model, config, ctx, teacher if teacher is not None else before_step)
-    stop_if_non_finite(model, ctx.example_inputs, f"step {config.key}")
+    stop_if_non_finite(model, None, f"step {config.key}")  # weights only: apply() runs no forward pass
     history = before["history"] + ([_entry(config, ctx)] if ctx.replay else [])
     return set_origin(model, before["base"], history)
 
@@ -176,7 +176,7 @@ def compress(
     return report
 
 
-def stop_if_non_finite(model: nn.Module, example_inputs: tuple, where: str) -> None:
+def stop_if_non_finite(model: nn.Module, example_inputs: tuple | None, where: str) -> None:
     """UserError naming ``where`` and the first layer with NaN/Inf weights or outputs, if there is one."""
     layer = first_non_finite(model, example_inputs)
     if layer:

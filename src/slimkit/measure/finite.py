@@ -13,12 +13,14 @@ def _finite(value) -> bool:
                if isinstance(t, torch.Tensor) and t.is_floating_point())
 
 
-def first_non_finite(model: nn.Module, inputs: tuple) -> str | None:
+def first_non_finite(model: nn.Module, inputs: tuple | None) -> str | None:
     """The first weight (``weight 'fc.bias'``) or layer output (``the output of layer 'conv1'``) holding NaN or
-    Inf for one forward pass on ``inputs``; None when everything is finite."""
+    Inf for one forward pass on ``inputs`` (weights only when ``inputs`` is None); None when all is finite."""
     for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
         if not _finite(tensor):
             return f"weight {name!r}"
+    if inputs is None:
+        return None
     device = next((t.device for t in model.parameters()), torch.device("cpu"))
     bad: list[str] = []
 
