@@ -4,10 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import time
-from pathlib import Path
 
 from .errors import RunFailed, UserError
 
