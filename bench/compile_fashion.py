@@ -17,7 +17,7 @@ import torch
 
 import slimkit
 from slimkit.compile.backends import candidate_predictors
-from slimkit.compile.onnx import Export, run_session, session
+from slimkit.compile.onnx import Export
 from slimkit.compile.peers import PEERS, peer_report
 from slimkit.data import text as text_data
 from slimkit.data.task import batches
@@ -25,6 +25,7 @@ from slimkit.measure import default_threads
 from slimkit.measure.latency import batch_of, fixed_threads, interleaved_timings
 from slimkit.pipeline import environment
 from slimkit.report import write_reports
+from slimkit.runtime import RUNTIMES
 
 from results_io import write_results
 
@@ -38,11 +39,6 @@ def max_diff(predict, reference, inputs: tuple, batch_size: int = 128) -> float:
     return worst
 
 
-def ort(path: Path, threads: int):
-    sess = session(path, threads)
-    return lambda *x: torch.from_numpy(run_session(sess, x)).float()
-
-
 def equivalence_and_auto(task, run_dir: Path, batch_size: int, candidates: tuple, repeats: int, threads: int) -> dict:
     """Fuse and export the baseline with backend auto at ``batch_size``; check outputs; re-time the choice."""
     original = slimkit.load_model("zoo:fashion-cnn").eval()
@@ -52,9 +48,10 @@ def equivalence_and_auto(task, run_dir: Path, batch_size: int, candidates: tuple
     slimkit.apply(fused, cfg, example_inputs=x, out_dir=run_dir)
     record = json.loads((run_dir / "backend.json").read_text())
     test = task.test[: task.n_inputs]
+    ort = RUNTIMES["onnxruntime"]
     diffs = {"fused_vs_original": max_diff(fused, original, test),
-             "onnx_fp32_vs_original": max_diff(ort(run_dir / "model.onnx", threads), original, test),
-             "onnx_fp16_vs_original": max_diff(ort(run_dir / "model.fp16.onnx", threads), original, test)}
+             "onnx_fp32_vs_original": max_diff(ort.prepare(run_dir / "model.onnx", (), threads=threads), original, test),
+             "onnx_fp16_vs_original": max_diff(ort.prepare(run_dir / "model.fp16.onnx", (), threads=threads), original, test)}
     # Re-time the chosen backend against every kept candidate in one interleaved run.
     predictors, _ = candidate_predictors(fused, candidates, run_dir / "model.onnx", run_dir / "model.fp16.onnx", threads)
     kept = {n: predictors[n] for n, row in record["candidates"].items() if row["kept"]}

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 import slimkit as sk
-from slimkit.compile.onnx import export_onnx, run_session, session
 from slimkit.data import text
 from slimkit.data.task import batches
 from slimkit.measure import default_threads
@@ -32,6 +31,8 @@ from slimkit.measure.metric import outputs
 from slimkit.measure.size import state_bytes
 from slimkit.pipeline import environment
 from slimkit.quantize import Quantize, quantized_layers
+from slimkit.runtime.onnx import export_onnx
+from slimkit.runtime.onnxruntime import run_session, session
 
 from results_io import write_results
 

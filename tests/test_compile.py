@@ -10,8 +10,9 @@ from torch import nn
 
 from slimkit.cli import main as cli
 from slimkit.compile.backends import select_backend
-from slimkit.compile.onnx import Export, export_onnx
+from slimkit.compile.onnx import Export
 from slimkit.errors import UserError
+from slimkit.runtime.onnx import export_onnx
 
 from benches import load_bench
 

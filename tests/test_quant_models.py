@@ -46,7 +46,8 @@ def test_w8a8_keeps_accuracy_and_shrinks_fashion_cnn(w8a8, fashion_small):
 
 
 def test_w8a8_runs_integer_kernels_in_onnxruntime(w8a8, fashion_small, tmp_path):
-    from slimkit.compile.onnx import export_onnx, run_session
+    from slimkit.runtime.onnx import export_onnx
+    from slimkit.runtime.onnxruntime import run_session
     import onnxruntime as ort
 
     path = export_onnx(w8a8, fashion_small.example_inputs(1), tmp_path / "q.onnx")
@@ -140,7 +141,7 @@ def test_layers_without_kernel_stay_float_and_are_listed():
 
 def test_dynamic_int8_onnx_for_linear_models(tmp_path):
     import onnxruntime as ort
-    from slimkit.compile.onnx import export_onnx
+    from slimkit.runtime.onnx import export_onnx
     from slimkit.quantize.export import export_dynamic_int8
 
     torch.manual_seed(0)

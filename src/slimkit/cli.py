@@ -254,7 +254,7 @@ def _common(p, data_default: str | None = "none") -> None:
     p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (default: Debian's location)")
     p.add_argument("--input-shape", type=_shape, help="batch-1 input shape for random inputs, e.g. 1,3,224,224")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--backends", type=_backends, default=("eager", "onnxruntime"), help="comma list of eager,compile,onnxruntime, or none (no timing)")
+    p.add_argument("--backends", type=_backends, default=("eager", "onnxruntime"), help="comma list of eager,compile,onnxruntime,openvino, or none (no timing)")
     p.add_argument("--batch", type=_batches, default=(1, 64), help="comma list of batch sizes for latency")
     p.add_argument("--threads", type=_int_in(1, 1024), help="intra-op threads for latency (default: all cores)")
     p.add_argument("--metric-backend", choices=["eager", "onnxruntime"], default="eager",

@@ -19,7 +19,7 @@ from .devices import check_device
 from .errors import UserError
 from .files import atomic_dir, check_out
 from .measure import check_inputs_fit, default_threads, first_non_finite, measure
-from .measure.latency import batch_of, measure_latency_many
+from .measure.latency import batch_of, check_backends, measure_latency_many
 from .models.checkpoint import origin, save_checkpoint, set_origin
 from .recipe import Recipe, StepConfig, handler_for
 
@@ -108,6 +108,7 @@ def compress(
 
     check_out(out_dir, overwrite)
     check_device(device)
+    check_backends(backends)
     if example_inputs is None:
         if data is None:
             raise UserError("compress() needs example_inputs (CLI: --input-shape) or data (--data).")

@@ -1,4 +1,4 @@
-"""Runtimes for an exported model, and ``backend: auto``: time the candidates side by side, keep the fastest.
+"""``backend: auto`` of the export step: time the candidate runtimes side by side, keep the fastest.
 
 The auto choice is the minimum median over the candidates it timed in one interleaved run, so it is
 as fast as the fastest candidate it considered by construction.
@@ -8,72 +8,36 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Callable
 
-import torch
 from torch import nn
 
+from ..errors import UserError
 from ..measure.latency import batch_of, fixed_threads, interleaved_timings
-from .onnx import OPT_LEVELS, default_providers, run_session, session
-
-Predictor = Callable[..., torch.Tensor]
-TENSORRT = "TensorrtExecutionProvider"
-
-
-def eager(model: nn.Module) -> Predictor:
-    def run(*inputs):
-        with torch.inference_mode():
-            return model(*inputs)
-
-    return run
-
-
-def compiled(model: nn.Module) -> Predictor:
-    """torch.compile (inductor); compiles on the first call."""
-    return eager(torch.compile(model, dynamic=False))
-
-
-def onnxruntime(path: str | Path, threads: int, device: str = "cpu", opt_level: str = "all",
-                providers: list[str] | None = None) -> Predictor:
-    sess = session(path, threads, device, opt_level, providers)
-
-    def run(*inputs):
-        return torch.from_numpy(run_session(sess, inputs)).float()
-
-    run.session = sess
-    return run
-
-
-def tensorrt_providers(device: str = "cpu") -> tuple[list[str], str | None]:
-    """Providers for a TensorRT request: (providers, warning or None). TensorRT is never required:
-    without onnxruntime's TensorrtExecutionProvider the request falls back to CUDA or CPU."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    fallback = default_providers(device)
-    if TENSORRT in available:
-        return [TENSORRT, *fallback], None
-    return fallback, (f"TensorRT was requested but this onnxruntime has no {TENSORRT} (available: "
-                      f"{', '.join(available)}); falling back to onnxruntime on {fallback[0]}")
+from ..runtime import RUNTIMES, Predictor, verify
+from ..runtime.onnxruntime import OPT_LEVELS, tensorrt_providers
 
 
 def candidate_predictors(model: nn.Module, names: tuple[str, ...], onnx_path: Path, fp16_path: Path | None,
                          threads: int, device: str = "cpu") -> tuple[dict[str, Predictor], dict[str, str]]:
-    """({candidate: predictor}, {candidate: why it was not built}). ``onnxruntime`` expands to one
-    candidate per graph optimisation level (``onnxruntime/<level>``)."""
+    """({candidate: predictor}, {candidate: why it was left out}). ``onnxruntime`` expands to one
+    candidate per graph optimisation level (``onnxruntime/<level>``); ``openvino`` reads ``onnx_path``."""
     built, skipped = {}, {}
+    ort = RUNTIMES["onnxruntime"]
     for name in names:
-        if name == "eager":
-            built["eager"] = eager(model)
-        elif name == "compile":
-            built["compile"] = compiled(model)
-        elif name == "onnxruntime":
-            for level in OPT_LEVELS:
-                built[f"onnxruntime/{level}"] = onnxruntime(onnx_path, threads, device, level)
-        elif fp16_path is None:
-            skipped[name] = "no FP16 graph (export with `fp16: true`)"
-        else:
-            built["onnxruntime_fp16/all"] = onnxruntime(fp16_path, threads, device, "all")
+        try:
+            if name in ("eager", "compile"):
+                built[name] = RUNTIMES[name].prepare(model, ())  # where export_onnx left it: on the CPU
+            elif name == "onnxruntime":
+                for level in OPT_LEVELS:
+                    built[f"onnxruntime/{level}"] = ort.prepare(onnx_path, (), threads=threads, device=device, opt_level=level)
+            elif name == "openvino":
+                built[name] = RUNTIMES[name].prepare(onnx_path, (), threads=threads, device=device)
+            elif fp16_path is None:
+                skipped[name] = "no FP16 graph (export with `fp16: true`)"
+            else:
+                built["onnxruntime_fp16/all"] = ort.prepare(fp16_path, (), threads=threads, device=device)
+        except UserError as exc:  # not installed here, or the runtime cannot take this model: left out
+            skipped[name] = str(exc)
     return built, skipped
 
 
@@ -82,14 +46,12 @@ def choose(model: nn.Module, predictors: dict[str, Predictor], inputs: tuple, at
     """Check each predictor's outputs against eager PyTorch, time those within ``atol`` side by side, and
     return {"chosen", "atol", "batch_size", "candidates": {name: {"max_abs_diff", "median_ms", "iqr_ms",
     "kept", "reason"}}}. ``chosen`` has the smallest median of the kept candidates."""
-    with torch.inference_mode():
-        expected = model(*inputs).float()
     table = {name: {"kept": False, "reason": reason} for name, reason in (skipped or {}).items()}
     runners = {}
     with fixed_threads(threads):
         for name, predict in predictors.items():
             try:
-                diff = (predict(*inputs).float().cpu() - expected.cpu()).abs().max().item()
+                diff = verify(predict, model, inputs)
             except Exception as exc:  # e.g. inductor without a C++ compiler: the candidate is not available
                 table[name] = {"kept": False, "reason": f"failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"}
                 continue

@@ -1,20 +1,16 @@
-"""ONNX export (verified against PyTorch in onnxruntime) and the ``export`` step."""
+"""The ``export`` step: model.onnx (and model.fp16.onnx) verified against PyTorch in onnxruntime."""
 from __future__ import annotations
 
 import dataclasses
-import io
-import logging
-import warnings
-from contextlib import redirect_stdout
-from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
-import numpy as np
-import torch
 from torch import nn
 
-from ..errors import UserError, require
+from ..errors import UserError
 from ..recipe import StepConfig, check, register
+from ..runtime import RUNTIMES, TOLERANCES, is_quantized, verify
+from ..runtime.onnx import export_onnx
+from ..runtime.onnxruntime import to_fp16
 
 
 @dataclasses.dataclass
@@ -39,7 +35,8 @@ class Export(StepConfig):
             when absent) or ``auto`` (time ``candidates`` side by side, keep the fastest within the
             tolerance). The choice is written to backend.json.
         candidates: what ``auto`` considers: eager, compile, onnxruntime (every optimisation level),
-            onnxruntime_fp16 (considered only with ``fp16: true``, kept only if within ``atol``).
+            onnxruntime_fp16 (considered only with ``fp16: true``, kept only if within ``atol``), openvino
+            (FP32, or INT8 for a quantized model; left out when not installed or when it cannot take the model).
         batch_size: batch size (rows) at which ``auto`` times the candidates.
         repeats: timed samples per candidate for ``auto``.
     """
@@ -48,10 +45,10 @@ class Export(StepConfig):
     format: Literal["onnx"] = "onnx"
     opset: int = 18
     dynamic_batch: bool = True
-    atol: float = 1e-4
-    atol_quantized: float = 0.15
+    atol: float = TOLERANCES["fp32"]
+    atol_quantized: float = TOLERANCES["int8"]
     fp16: bool = False
-    atol_fp16: float = 0.05
+    atol_fp16: float = TOLERANCES["fp16"]
     ort_opt_level: Literal["disable", "basic", "extended", "all"] = "all"
     backend: Literal["eager", "compile", "onnxruntime", "tensorrt", "auto"] = "onnxruntime"
     candidates: tuple[str, ...] = ("eager", "compile", "onnxruntime", "onnxruntime_fp16")
@@ -70,119 +67,7 @@ class Export(StepConfig):
         check(self.repeats >= 3, "repeats", "must be >= 3")
 
 
-CANDIDATES = ("eager", "compile", "onnxruntime", "onnxruntime_fp16")
-OPT_LEVELS = ("disable", "basic", "extended", "all")
-
-
-def has_integer_weights(model: nn.Module) -> bool:
-    """True when some buffer holds integer weights (a quantized model)."""
-    return any(b.dtype in (torch.int8, torch.uint8) for b in model.buffers())
-
-
-# Techniques whose models need their own ONNX path (e.g. dynamic INT8) register (applies, exporter) here.
-_EXPORTERS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module, tuple, Path], Path]]] = []
-
-
-def register_exporter(applies: Callable[[nn.Module], bool], exporter: Callable[[nn.Module, tuple, Path], Path]) -> None:
-    """Route models for which ``applies(model)`` is true to ``exporter(model, example_inputs, path)``."""
-    _EXPORTERS.append((applies, exporter))
-
-
-def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, opset: int = 18, dynamic_batch: bool = True) -> Path:
-    """Export with torch.export-based ONNX exporter; falls back to the TorchScript exporter if it fails."""
-    require("onnx", "onnx")
-    path = Path(path)
-    for applies, exporter in _EXPORTERS:
-        if applies(model):
-            return exporter(model, example_inputs, path)
-    model = model.eval().cpu()
-    example_inputs = tuple(t.cpu() for t in example_inputs)
-    names = [f"input_{i}" for i in range(len(example_inputs))]
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # torchvision-op notices
-    logging.getLogger("onnxscript.optimizer").setLevel(logging.ERROR)  # constant-folding notices on shape ops
-    try:
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model, example_inputs, str(path), input_names=names, output_names=["output"], opset_version=opset,
-                dynamo=True, verbose=False, external_data=False,
-                dynamic_shapes=tuple({0: batch} for _ in example_inputs) if dynamic_batch else None,
-            )
-    except Exception as first:  # the dynamo exporter rejects some models the TorchScript one handles
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    model, example_inputs, str(path), input_names=names, output_names=["output"], opset_version=opset,
-                    dynamo=False, dynamic_axes={n: {0: "batch"} for n in [*names, "output"]} if dynamic_batch else None,
-                )
-        except Exception as second:
-            from .diagnose import unsupported_op
-
-            raise UserError(unsupported_op(model, example_inputs, first, second)) from second
-    return path
-
-
-def session(path: str | Path, threads: int, device: str = "cpu", opt_level: str = "all",
-            providers: list[str] | None = None):
-    """An onnxruntime InferenceSession with fixed intra-op threads.
-
-    Args:
-        opt_level: graph optimisation level: disable, basic, extended or all.
-        providers: execution providers in order of preference (default: CUDA when ``device`` is cuda
-            and the provider exists, then CPU).
-    """
-    ort = require("onnxruntime", "onnx")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[opt_level]
-    opts.log_severity_level = 3
-    # Idle worker threads sleep instead of spinning, so sessions timed side by side do not steal each
-    # other's cores (spinning threads of one session slowed another by up to 1.8x here).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=providers or default_providers(device))
-
-
-def default_providers(device: str = "cpu") -> list[str]:
-    """CUDA (when ``device`` is cuda and onnxruntime has it), then CPU."""
-    ort = require("onnxruntime", "onnx")
-    cuda = device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers()
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-
-
-def to_fp16(source: str | Path, path: str | Path) -> Path:
-    """Write onnxruntime's float16 conversion of the ONNX file ``source`` (inputs/outputs stay FP32)."""
-    onnx = require("onnx", "onnx")
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # notices about values clamped to the FP16 range
-        converted = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
-    onnx.save(converted, str(path))
-    return Path(path)
-
-
-def exported_session(model: nn.Module, example_inputs: tuple, folder: str | Path, threads: int, device: str = "cpu"):
-    """Export ``model`` into ``folder`` and open it in onnxruntime (the session keeps the graph in memory)."""
-    return session(export_onnx(model, example_inputs, Path(folder) / "model.onnx"), threads, device)
-
-
-def run_session(sess, inputs: tuple) -> np.ndarray:
-    feeds = {i.name: t.cpu().numpy() for i, t in zip(sess.get_inputs(), inputs)}
-    return sess.run(None, feeds)[0]
-
-
-def max_abs_diff(model: nn.Module, path: str | Path, inputs: tuple, threads: int = 1, opt_level: str = "all") -> float:
-    """Largest |onnxruntime - PyTorch| over the outputs for ``inputs``."""
-    with torch.inference_mode():
-        expected = model.eval().cpu()(*inputs).float().numpy()
-    got = run_session(session(path, threads, opt_level=opt_level), inputs)
-    return float(np.abs(got.astype(np.float32) - expected).max())
+CANDIDATES = ("eager", "compile", "onnxruntime", "onnxruntime_fp16", "openvino")
 
 
 @register(Export)
@@ -194,8 +79,9 @@ def export(model: nn.Module, cfg: Export, ctx) -> nn.Module:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     path = export_onnx(model, ctx.example_inputs, ctx.out_dir / "model.onnx", cfg.opset, cfg.dynamic_batch)
     probe = ctx.batch(2) if cfg.dynamic_batch else ctx.example_inputs
-    diff = max_abs_diff(model, path, probe, ctx.threads, cfg.ort_opt_level)
-    atol, name = (cfg.atol_quantized, "atol_quantized") if has_integer_weights(model) else (cfg.atol, "atol")
+    ort = RUNTIMES["onnxruntime"]
+    diff = verify(ort.prepare(path, probe, threads=ctx.threads, opt_level=cfg.ort_opt_level), model, probe)
+    atol, name = (cfg.atol_quantized, "atol_quantized") if is_quantized(model) else (cfg.atol, "atol")
     if diff > atol:
         raise UserError(f"Exported ONNX differs from PyTorch by {diff:.2e} > {name} {atol}; raise `{name}` or report the model.")
     ctx.artifacts["onnx"] = path.name
@@ -204,7 +90,7 @@ def export(model: nn.Module, cfg: Export, ctx) -> nn.Module:
     diffs = {"onnx": diff}
     if cfg.fp16:
         half = to_fp16(path, ctx.out_dir / "model.fp16.onnx")
-        diffs["onnx_fp16"] = max_abs_diff(model, half, probe, ctx.threads, cfg.ort_opt_level)
+        diffs["onnx_fp16"] = verify(ort.prepare(half, probe, threads=ctx.threads, opt_level=cfg.ort_opt_level), model, probe)
         if diffs["onnx_fp16"] > cfg.atol_fp16:
             raise UserError(f"model.fp16.onnx differs from PyTorch by {diffs['onnx_fp16']:.2e} > atol_fp16 "
                             f"{cfg.atol_fp16}; raise `atol_fp16` or export with `fp16: false`.")

@@ -27,8 +27,8 @@ from ..measure.latency import batch_of, fixed_threads, interleaved_timings
 from ..measure.metric import outputs, score
 from ..measure.size import state_bytes
 from ..models.checkpoint import origin
-from . import backends
-from .onnx import export_onnx
+from ..runtime import RUNTIMES
+from ..runtime.onnx import export_onnx
 
 PEERS = ("eager", "compile", "onnxruntime", "ort_quantize_dynamic", "ort_quantize_static", "torch_dynamic_int8")
 
@@ -76,12 +76,10 @@ class _Skip(Exception):
 
 
 def _build(name, model, fp32: Path, workdir: Path, threads: int, calibration: Task | None, weights: int) -> Peer:
-    if name == "eager":
-        return Peer(name, "eager", backends.eager(model), weights)
-    if name == "compile":
-        return Peer(name, "compile", backends.compiled(model), weights)
+    if name in ("eager", "compile"):
+        return Peer(name, name, RUNTIMES[name].prepare(model, ()), weights)
     if name == "onnxruntime":
-        return Peer(name, "onnxruntime", backends.onnxruntime(fp32, threads), fp32.stat().st_size)
+        return Peer(name, "onnxruntime", RUNTIMES[name].prepare(fp32, (), threads=threads), fp32.stat().st_size)
     if name == "torch_dynamic_int8":
         quantization = getattr(torch.ao, "quantization", None)
         if quantization is None or not hasattr(quantization, "quantize_dynamic"):
@@ -91,7 +89,7 @@ def _build(name, model, fp32: Path, workdir: Path, threads: int, calibration: Ta
             quantized = quantization.quantize_dynamic(copy.deepcopy(model))
         buffer = io.BytesIO()
         torch.save(quantized.state_dict(), buffer)  # packed int8 weights have no safetensors form
-        return Peer(name, "eager", backends.eager(quantized), buffer.tell())
+        return Peer(name, "eager", RUNTIMES["eager"].prepare(quantized, ()), buffer.tell())
     ort_quant = require("onnxruntime.quantization", "onnx")
     path = workdir / f"{name}.onnx"
     if name == "ort_quantize_static" and calibration is None:
@@ -104,7 +102,7 @@ def _build(name, model, fp32: Path, workdir: Path, threads: int, calibration: Ta
             ort_quant.quantize_static(fp32, path, _Reader(calibration, fp32))
     finally:
         logging.disable(logging.NOTSET)
-    return Peer(name, "onnxruntime", backends.onnxruntime(path, threads), path.stat().st_size)
+    return Peer(name, "onnxruntime", RUNTIMES["onnxruntime"].prepare(path, (), threads=threads), path.stat().st_size)
 
 
 class _Reader:
@@ -130,7 +128,7 @@ def _backend_choice(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise UserError(f"--against: {path} is not readable JSON ({exc}); pass the unedited --out of `slimkit compress`.") from None
     chosen = choice.get("chosen") if isinstance(choice, dict) else None
-    known = ("eager", "compile", "onnxruntime", "onnxruntime_fp16")
+    known = ("eager", "compile", "onnxruntime", "onnxruntime_fp16", "openvino")
     if chosen is not None and not (isinstance(chosen, str) and chosen.split("/")[0] in known):
         raise UserError(f"--against: {path}: `chosen` must be one of {', '.join(known)} (optionally /LEVEL), got {chosen!r:.100}.")
     return choice
@@ -146,13 +144,17 @@ def slimkit_peer(run_dir: Path, threads: int, base: str | None = None) -> Peer:
         raise UserError(f"--against {run_dir}: not a slimkit run directory (no checkpoint/ in it); pass the --out of `slimkit compress`.")
     choice = _backend_choice(run_dir / "backend.json")
     chosen = choice.get("chosen") or ("onnxruntime" if (run_dir / "model.onnx").is_file() else "eager")
-    if chosen in ("eager", "compile"):
+    runtime = chosen.split("/")[0]
+    if runtime in ("eager", "compile"):
         model = load_model(str(run_dir / "checkpoint"), base=base).eval()
-        predict = backends.eager(model) if chosen == "eager" else backends.compiled(model)
-        return Peer("slimkit", chosen, predict, len(state_bytes(model)))
+        return Peer("slimkit", runtime, RUNTIMES[runtime].prepare(model, ()), len(state_bytes(model)))
+    if runtime == "openvino":
+        path = run_dir / "model.onnx"
+        return Peer("slimkit", runtime, RUNTIMES[runtime].prepare(path, (), threads=threads), path.stat().st_size)
     level = chosen.split("/")[1] if "/" in chosen else choice.get("ort_opt_level", "all")
     path = run_dir / ("model.fp16.onnx" if chosen.startswith("onnxruntime_fp16") else "model.onnx")
-    return Peer("slimkit", f"onnxruntime/{level}", backends.onnxruntime(path, threads, opt_level=level), path.stat().st_size)
+    predict = RUNTIMES["onnxruntime"].prepare(path, (), threads=threads, opt_level=level)
+    return Peer("slimkit", f"onnxruntime/{level}", predict, path.stat().st_size)
 
 
 def compare(model: nn.Module, peers: list[Peer], example_inputs: tuple, *, task: Task | None = None,

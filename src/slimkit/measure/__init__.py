@@ -10,9 +10,10 @@ from torch import nn
 
 from ..data.task import Task
 from ..errors import UserError
+from ..runtime import RUNTIMES
 from .counts import count_macs, count_params
 from .layers import layer_stats, layer_weights, weight_histogram
-from .latency import BACKENDS, batch_of, measure_latency, onnxruntime_predictor
+from .latency import BACKENDS, batch_of, measure_latency
 from .finite import first_non_finite
 from .memory import check_inputs_fit, peak_memory
 from .metric import evaluate
@@ -45,7 +46,7 @@ def measure(
 
     Args:
         example_inputs: batch-1 inputs (taken from ``data`` when omitted).
-        backends: any of ``eager``, ``compile``, ``onnxruntime``; empty = no latency.
+        backends: any of ``BACKENDS`` (eager, compile, onnxruntime, openvino); empty = no latency.
         batch_sizes: batch sizes for latency.
         data: a Task to score the model on (top-1 or cosine); None = no metric.
         reference: the uncompressed model, needed for cosine metrics.
@@ -71,7 +72,8 @@ def measure(
     latency = measure_latency(on_device, example_inputs, backends, batch_sizes, threads, device, repeats) if backends else {}
     metric = None
     if data is not None:
-        predictor = onnxruntime_predictor(model, example_inputs, threads) if metric_backend == "onnxruntime" else on_device
+        predictor = (RUNTIMES["onnxruntime"].prepare(model, example_inputs, threads=threads)
+                     if metric_backend == "onnxruntime" else on_device)
         metric = evaluate(predictor, data, reference, device)
     model.cpu()
     return {

@@ -1,36 +1,27 @@
 """Latency with warm-up and repeats, reported as median and interquartile range, per backend.
 
-Backends: ``eager`` (PyTorch), ``compile`` (torch.compile, inductor) and ``onnxruntime``
-(CPUExecutionProvider, or CUDA when the model is on a GPU and the provider exists).
+Backends are the runtimes of :mod:`slimkit.runtime`: ``eager`` (PyTorch), ``compile`` (torch.compile,
+inductor), ``onnxruntime`` (CPUExecutionProvider, or CUDA when the model is on a GPU and the provider
+exists) and ``openvino`` (CPU), each at the model's own precision (int8 for slimkit's quantized models).
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import tempfile
 import time
-from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import UserError
+from ..runtime import RUNTIMES, Predictor
+from ..runtime.eager import fixed_threads
 
-BACKENDS = ("eager", "compile", "onnxruntime")
+BACKENDS = tuple(RUNTIMES)
 Runner = Callable[[], object]
-
-
-@contextlib.contextmanager
-def fixed_threads(threads: int) -> Iterator[None]:
-    """Pin PyTorch's intra-op thread count for the duration of a measurement."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+__all__ = ["BACKENDS", "batch_of", "check_backends", "fixed_threads", "interleaved_timings", "measure_latency",
+           "measure_latency_many"]
 
 
 def interleaved_timings(runners: dict[str, Runner], sync: Callable[[], None] = lambda: None, warmup: int = 5,
@@ -73,45 +64,19 @@ def batch_of(inputs: tuple, batch_size: int) -> tuple:
     return tuple(out)
 
 
-def onnxruntime_predictor(model: nn.Module, example_inputs: tuple, threads: int) -> Callable[..., torch.Tensor]:
-    """Export ``model`` and return a callable that runs it in onnxruntime on CPU tensors."""
-    from ..compile.onnx import exported_session, run_session
+def check_backends(backends) -> None:
+    """UserError for a backend that is unknown, or not installed here (naming the pip extra that brings it)."""
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise UserError(f"Unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}.")
+    for backend in backends:
+        RUNTIMES[backend].require()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        sess = exported_session(model, example_inputs, tmp, threads)
-    return lambda *inputs: torch.from_numpy(run_session(sess, inputs))
 
-
-class _Backends:
-    """Builds one runner per (backend, batch size), exporting/compiling once per model."""
-
-    def __init__(self, model: nn.Module, example_inputs: tuple, device: str, threads: int, workdir: Path):
-        self.model, self.example, self.device, self.threads, self.workdir = model.eval(), example_inputs, device, threads, workdir
-        self._compiled = self._session = None
-
-    def sync(self) -> None:
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    def runner(self, backend: str, inputs: tuple) -> Runner:
-        if backend == "onnxruntime":
-            from ..compile.onnx import exported_session, run_session
-
-            if self._session is None:
-                self._session = exported_session(self.model, self.example, self.workdir, self.threads, self.device)
-            return lambda: run_session(self._session, inputs)
-        model = self.model
-        if backend == "compile":
-            if self._compiled is None:
-                self._compiled = torch.compile(self.model, dynamic=False)
-            model = self._compiled
-        inputs = tuple(t.to(self.device) for t in inputs)
-
-        def run():
-            with torch.inference_mode():
-                return model(*inputs)
-
-        return run
+def _runner(predictor: Predictor, inputs: tuple) -> Runner:
+    """A call of ``predictor`` without arguments, on ``inputs`` moved once to where it takes them."""
+    inputs = tuple(t.to(predictor.device) for t in inputs)
+    return lambda: predictor(*inputs)
 
 
 def measure_latency_many(models: dict[str, nn.Module], example_inputs: tuple, backends=("eager",), batch_sizes=(1, 64),
@@ -121,24 +86,20 @@ def measure_latency_many(models: dict[str, nn.Module], example_inputs: tuple, ba
     For each backend and batch size the models are sampled round-robin (side by side); backends are
     measured one after another, because runtimes that spin their thread pools disturb each other.
     """
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise UserError(f"Unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}.")
+    check_backends(backends)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     results: dict[str, dict] = {name: {} for name in models}
-    with tempfile.TemporaryDirectory() as tmp, fixed_threads(threads):
-        runtimes = {}
-        for i, (name, model) in enumerate(models.items()):
-            (Path(tmp) / str(i)).mkdir()
-            runtimes[name] = _Backends(model.to(device), example_inputs, device, threads, Path(tmp) / str(i))
+    with fixed_threads(threads):
         for backend in backends:
+            predictors: dict[str, Predictor] = {  # exported / compiled once per model and backend
+                name: RUNTIMES[backend].prepare(model, example_inputs, threads=threads, device=device)
+                for name, model in models.items()}
             for bs in batch_sizes:
-                key, inputs = f"{backend}/bs{bs}", batch_of(example_inputs, bs)
-                runners = {name: be.runner(backend, inputs) for name, be in runtimes.items()}
-                sync = next(iter(runtimes.values())).sync
+                runners = {name: _runner(p, batch_of(example_inputs, bs)) for name, p in predictors.items()}
                 for name, timing in interleaved_timings(runners, sync, warmup, repeats).items():
                     if backend == "onnxruntime":  # say where it ran: CUDA is used only when present
-                        timing["provider"] = runtimes[name]._session.get_providers()[0]
-                    results[name][key] = timing
+                        timing["provider"] = predictors[name].handle.get_providers()[0]
+                    results[name][f"{backend}/bs{bs}"] = timing
     return results
 
 

@@ -1,6 +1,6 @@
 """ONNX export of weight-quantized models with onnxruntime's dynamic INT8 (for Linear-heavy models).
 
-Static int8 models need nothing special: ``slimkit.compile.onnx.export_onnx`` already emits QDQ.
+Static int8 models need nothing special: ``slimkit.runtime.onnx.export_onnx`` already emits QDQ.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..compile.onnx import export_onnx, register_exporter
 from ..errors import require
+from ..runtime.onnx import export_onnx, register_exporter
 from .modules import QuantConv2d, QuantEmbedding, QuantLinear, QuantModule
 
 

@@ -1,0 +1,20 @@
+"""Runtimes: one interface (available, prepare, save, verify) over PyTorch eager, torch.compile, onnxruntime
+and OpenVINO. ``measure`` and ``compile`` run models only through here."""
+from __future__ import annotations
+
+from ..errors import UserError
+from .base import TOLERANCES, Predictor, Runtime, is_quantized, verify
+from .eager import Compiled, Eager
+from .onnxruntime import OnnxRuntime
+from .openvino import OpenVino
+
+RUNTIMES: dict[str, Runtime] = {r.name: r for r in (Eager(), Compiled(), OnnxRuntime(), OpenVino())}
+
+__all__ = ["RUNTIMES", "TOLERANCES", "Predictor", "Runtime", "get_runtime", "is_quantized", "verify"]
+
+
+def get_runtime(name: str) -> Runtime:
+    """The runtime called ``name``; UserError listing the known ones otherwise."""
+    if not isinstance(name, str) or name not in RUNTIMES:
+        raise UserError(f"Unknown runtime {name!r:.100}; choose from {', '.join(RUNTIMES)}.")
+    return RUNTIMES[name]

@@ -1,0 +1,148 @@
+"""The runtime layer: every available runtime matches PyTorch within its precision's tolerance, artifacts reload,
+slimkit's INT8 model runs in OpenVINO as INT8, and bad input (unknown, missing, unconvertible) is a clear error."""
+import copy
+import json
+import sys
+
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+import slimkit
+import slimkit.quantize as q
+from slimkit.cli import main as cli
+from slimkit.compile.backends import candidate_predictors
+from slimkit.errors import MissingExtra, UserError
+from slimkit.measure.latency import measure_latency
+from slimkit.runtime import RUNTIMES, TOLERANCES, get_runtime, verify
+
+ARTIFACTS = {"eager": ["model.safetensors", "history.json"], "onnxruntime": ["model.onnx"],
+             "openvino": ["model.xml", "model.bin"]}
+
+
+@pytest.fixture(scope="module", params=["digits-cnn", "fashion-cnn"])
+def case(request, digits, fashion):
+    """(model, batch-1 example inputs, 64 test images): trained digits-cnn, or the shipped fashion-cnn."""
+    if request.param == "digits-cnn":
+        model, task = copy.deepcopy(request.getfixturevalue("trained_digits_cnn")), digits
+    else:
+        model, task = slimkit.load_model("zoo:fashion-cnn"), fashion
+    return request.param, model.eval(), task.example_inputs(1), (task.test[0][:64],)
+
+
+def test_openvino_is_installed_with_the_test_extras():
+    assert RUNTIMES["openvino"].available() is None and {"fp32", "int8"} <= set(RUNTIMES["openvino"].precisions_here())
+
+
+def test_every_available_runtime_matches_pytorch_within_its_precision_tolerance(case):
+    name, model, example, inputs = case
+    checked = {}
+    for runtime in RUNTIMES.values():
+        if runtime.available() or (runtime.name == "compile" and name != "digits-cnn"):  # inductor: ~20 s a model
+            continue
+        for precision in (p for p in runtime.precisions_here() if p != "int8"):
+            predictor = runtime.prepare(model, example, threads=1, precision=precision)
+            assert (predictor.runtime, predictor.precision) == (runtime.name, precision)
+            checked[f"{runtime.name}/{precision}"] = verify(predictor, model, inputs, TOLERANCES[precision])
+    assert {"eager/fp32", "onnxruntime/fp32", "onnxruntime/fp16", "openvino/fp32"} <= set(checked)
+    assert all(diff < 1e-4 for key, diff in checked.items() if key.endswith("/fp32")), checked
+
+
+@pytest.mark.parametrize("runtime", sorted(ARTIFACTS))
+def test_saved_artifacts_reload_and_match_pytorch(case, runtime, tmp_path):
+    _, model, example, inputs = case
+    files = RUNTIMES[runtime].save(model, example, tmp_path / "deploy")
+    assert [f.name for f in files] == ARTIFACTS[runtime] and all(f.stat().st_size > 0 for f in files)
+    reloaded = RUNTIMES[runtime].prepare(files[0], example, threads=1)
+    assert verify(reloaded, model, inputs, TOLERANCES["fp32"]) < 1e-4
+
+
+def test_slimkit_int8_model_runs_as_int8_in_openvino_with_onnxruntime_top1(digits, trained_digits_cnn, tmp_path):
+    cfg = q.Quantize(weights="int8", activations="int8", calibration_batches=4, batch_size=64)
+    quantized = slimkit.apply(copy.deepcopy(trained_digits_cnn), cfg, data=digits)
+    example, (x, y) = digits.example_inputs(1), digits.test
+    ov = RUNTIMES["openvino"].prepare(quantized, example, threads=1)
+    ort = RUNTIMES["onnxruntime"].prepare(quantized, example, threads=1)
+    assert ov.precision == ort.precision == "int8"
+    layers = {(op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
+              for op in ov.handle.get_runtime_model().get_ops()}
+    assert ("Convolution", "u8") in layers  # OpenVINO's integer kernels, not a float fallback
+    top1 = {name: (p(x).argmax(1) == y).float().mean().item() for name, p in (("openvino", ov), ("onnxruntime", ort))}
+    assert top1["onnxruntime"] > 0.9 and abs(top1["openvino"] - top1["onnxruntime"]) <= 0.01, top1
+    assert verify(ov, quantized, (x,), TOLERANCES["int8"]) > 0  # integer rounding differs from the eager simulation
+    files = RUNTIMES["openvino"].save(quantized, example, tmp_path)
+    reloaded = RUNTIMES["openvino"].prepare(files[0], example, threads=1)
+    assert reloaded.precision == "int8" and torch.equal(reloaded(x), ov(x))
+
+
+def test_precisions_a_runtime_or_this_cpu_lacks_are_user_errors(trained_digits_cnn, digits):
+    example, openvino = digits.example_inputs(1), RUNTIMES["openvino"]
+    with pytest.raises(UserError, match="apply the `quantize` step first"):
+        openvino.prepare(trained_digits_cnn, example, precision="int8")
+    with pytest.raises(UserError, match="no precision 'bf16'; it runs fp32, fp16, int8"):
+        RUNTIMES["onnxruntime"].prepare(trained_digits_cnn, example, precision="bf16")
+    for precision in {"fp16", "bf16"} - set(openvino.precisions_here()):  # never a silent FP32 run instead
+        with pytest.raises(UserError, match=f"this CPU has no {precision}"):
+            openvino.prepare(trained_digits_cnn, example, precision=precision)
+
+
+def test_export_auto_considers_openvino(trained_digits_cnn, digits, tmp_path):
+    cfg = slimkit.Export(backend="auto", candidates=("eager", "openvino"), repeats=3)
+    slimkit.apply(copy.deepcopy(trained_digits_cnn), cfg, example_inputs=digits.example_inputs(1), out_dir=tmp_path)
+    record = json.loads((tmp_path / "backend.json").read_text())
+    assert set(record["candidates"]) == {"eager", "openvino"} and record["chosen"] in record["candidates"]
+    assert record["candidates"]["openvino"]["kept"] and record["candidates"]["openvino"]["max_abs_diff"] < 1e-4
+
+
+def test_unknown_runtime_is_a_user_error_listing_the_known_ones():
+    with pytest.raises(UserError, match="Unknown runtime 'tensorrtt'; choose from eager, compile, onnxruntime, openvino"):
+        get_runtime("tensorrtt")
+    with pytest.raises(UserError, match="choose from eager, compile, onnxruntime, openvino"):
+        measure_latency(nn.Linear(2, 2), (torch.randn(1, 2),), ("openvinoo",))
+
+
+def test_runtime_not_installed_names_its_pip_extra(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now fails, as when it is not installed
+    extra = "pip install 'slimkit[openvino]'"
+    assert extra in RUNTIMES["openvino"].available()
+    with pytest.raises(MissingExtra, match=r"pip install 'slimkit\[openvino\]'"):
+        RUNTIMES["openvino"].prepare(nn.Linear(2, 2), (torch.randn(1, 2),))
+    assert cli(["bench", "--model", "zoo:digits-cnn", "--input-shape", "1,1,8,8", "--backends", "eager,openvino",
+                "--batch", "1", "--repeats", "3"]) == 2
+    assert extra in capsys.readouterr().err
+
+
+def test_cli_bench_times_openvino_beside_eager_and_onnxruntime(capsys):
+    assert cli(["bench", "--model", "zoo:digits-cnn", "--input-shape", "1,1,8,8", "--backends", "eager,onnxruntime,openvino",
+                "--batch", "1", "--repeats", "3", "--threads", "1", "--format", "json"]) == 0
+    latency = json.loads(capsys.readouterr().out)["latency_ms"]
+    assert set(latency) == {"eager/bs1", "onnxruntime/bs1", "openvino/bs1"} and latency["openvino/bs1"]["median"] > 0
+
+
+class Eigen(nn.Module):
+    def forward(self, x):
+        return torch.linalg.eigvals(x @ x.T).real
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_unexportable_model_is_reported_with_the_op(runtime):
+    model = nn.Sequential(nn.Linear(4, 4), Eigen()).eval()
+    with pytest.raises(UserError, match=r"operator linalg_eig \(called in module 1 \(Eigen\)\)"):
+        RUNTIMES[runtime].prepare(model, (torch.randn(4, 4),))
+
+
+def test_graph_a_runtime_cannot_take_is_reported_with_the_op_and_left_out(tmp_path):
+    path = tmp_path / "custom.onnx"
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"], domain="com.example")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.example", 1)]),
+              str(path))
+    for runtime in ("onnxruntime", "openvino"):
+        with pytest.raises(UserError, match="NoSuchOp"):
+            RUNTIMES[runtime].prepare(path, ())
+    built, skipped = candidate_predictors(nn.Identity(), ("eager", "onnxruntime", "openvino"), path, None, threads=1)
+    assert set(built) == {"eager"} and set(skipped) == {"onnxruntime", "openvino"}
+    assert all("NoSuchOp" in reason for reason in skipped.values()), skipped
