@@ -1,4 +1,4 @@
-"""Files slimkit writes: run folders it owns and atomic file writes. It never touches anything else.
+"""Files slimkit reads back (bounded, UTF-8, data only) and writes: run folders it owns and atomic file writes.
 
 A run folder is written to a hidden temporary sibling and renamed into place only when complete; the
 marker file ``.slimkit-run`` in it is how slimkit recognises its own runs later. Only a folder holding
@@ -12,12 +12,40 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from .errors import UserError
 
 RUN_MARKER = ".slimkit-run"
+MAX_FILE_BYTES = 64 << 20  # the largest JSON/YAML file slimkit reads back
 _WORK_MARKER = ".slimkit-partial"  # inside a temporary sibling while a run is being written
+
+
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of a regular file of at most MAX_FILE_BYTES, or UserError naming it."""
+    try:
+        if not path.is_file():
+            raise UserError(f"{path}: {what} is missing (or not a regular file).")
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read {what} ({exc.strerror or exc}).") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise UserError(f"{path}: {what} is larger than the {MAX_FILE_BYTES >> 20} MiB slimkit reads.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: {what} is not UTF-8 text (byte {exc.start}: {exc.reason}).") from None
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file (see :func:`read_text`); malformed or absurdly nested JSON is a UserError."""
+    try:
+        return json.loads(read_text(path, what))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: {what} is not valid JSON ({exc}).") from None
+    except RecursionError:
+        raise UserError(f"{path}: {what} is nested too deeply.") from None
 
 
 def write_atomic(path: Path, text: str) -> None:

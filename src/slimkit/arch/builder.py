@@ -122,7 +122,8 @@ def load_arch(text: str) -> ArchNet:
     """
     import yaml
 
-    from ..models.checkpoint import check_params, read_text
+    from ..files import read_text
+    from ..models.checkpoint import check_params
 
     if text.lstrip().startswith("{"):
         source, raw, parse = f"arch:{text[:40]}...", text, json.loads

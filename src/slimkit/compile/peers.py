@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from torch import nn
 
 from ..data.task import Task, batches
 from ..errors import UserError, require
+from ..files import read_json
 from ..measure.latency import batch_of, fixed_threads, interleaved_timings
 from ..measure.metric import outputs, score
 from ..measure.size import state_bytes
@@ -123,10 +123,7 @@ def _backend_choice(path: Path) -> dict:
     """The run's backend.json (``{}`` when there is none); UserError naming the file when it is malformed."""
     if not path.exists():
         return {}
-    try:
-        choice = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise UserError(f"--against: {path} is not readable JSON ({exc}); pass the unedited --out of `slimkit compress`.") from None
+    choice = read_json(path, "the --against run's runtime choice")
     chosen = choice.get("chosen") if isinstance(choice, dict) else None
     known = ("eager", "compile", "onnxruntime", "onnxruntime_fp16", "openvino")
     if chosen is not None and not (isinstance(chosen, str) and chosen.split("/")[0] in known):

@@ -14,10 +14,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import UserError
+from ..files import read_json
 
 FORMAT = "slimkit-checkpoint"
 WEIGHTS_FILE, HISTORY_FILE = "model.safetensors", "history.json"
-MAX_FILE_BYTES = 64 << 20  # the largest JSON/YAML file slimkit reads back
 MAX_PARAMS = 1_000_000_000  # the most parameters a model built from a data file may have (4 GB as float32)
 
 
@@ -62,33 +62,6 @@ def _untie(state: dict) -> dict:
         out[key] = tensor.clone() if ptr in seen else tensor
         seen.add(ptr)
     return out
-
-
-def read_text(path: Path, what: str) -> str:
-    """The UTF-8 text of a regular file of at most MAX_FILE_BYTES, or UserError naming it."""
-    try:
-        if not path.is_file():
-            raise UserError(f"{path}: {what} is missing (or not a regular file).")
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read {what} ({exc.strerror or exc}).") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise UserError(f"{path}: {what} is larger than the {MAX_FILE_BYTES >> 20} MiB slimkit reads.")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: {what} is not UTF-8 text (byte {exc.start}: {exc.reason}).") from None
-
-
-def read_json(path: Path, what: str) -> Any:
-    """Parse a JSON file (see :func:`read_text`); malformed or absurdly nested JSON is a UserError."""
-    try:
-        return json.loads(read_text(path, what))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: {what} is not valid JSON ({exc}).") from None
-    except RecursionError:
-        raise UserError(f"{path}: {what} is nested too deeply.") from None
 
 
 def check_params(build: Callable[[], nn.Module], source: str) -> None:

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError, require
-from .checkpoint import check_params, read_json
+from ..files import read_json
+from .checkpoint import check_params
 
 
 class SentenceEmbedder(nn.Module):

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
-from ..files import check_out_path, write_atomic
+from ..files import check_out_path, read_json, write_atomic
 from .html import GENERATOR_TAG, render_comparison, render_html
 from .markdown import render_markdown
 
@@ -43,10 +43,7 @@ def rerender(run_dir: str | Path) -> dict:
 def read_report(run_dir: str | Path) -> dict:
     """The report.json of a run directory; UserError naming the fix when there is none."""
     path = Path(run_dir) / "report.json"
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise UserError(f"{path}: cannot read a report ({exc}); pass a run directory written by `slimkit compress`.") from None
+    report = read_json(path, "the report of a run written by `slimkit compress`")
     missing = [k for k in ("model", "data", "baseline", "final", "steps") if not isinstance(report, dict) or k not in report]
     if missing:
         raise UserError(f"{path} is not a slimkit report (no {', '.join(missing)}); pass a run directory written by `slimkit compress`.")
