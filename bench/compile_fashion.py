@@ -40,11 +40,12 @@ def max_diff(predict, reference, inputs: tuple, batch_size: int = 128) -> float:
 
 
 def equivalence_and_auto(task, run_dir: Path, batch_size: int, candidates: tuple, repeats: int, threads: int) -> dict:
-    """Fuse and export the baseline with backend auto at ``batch_size``; check outputs; re-time the choice."""
+    """Fuse and export the baseline with backend auto (every runtime x float precision) at ``batch_size``; check
+    outputs; re-time the choice."""
     original = slimkit.load_model("zoo:fashion-cnn").eval()
     x = task.example_inputs(1)
     fused = slimkit.apply(slimkit.load_model("zoo:fashion-cnn"), slimkit.Fuse(), example_inputs=x)
-    cfg = Export(fp16=True, backend="auto", candidates=candidates, batch_size=batch_size, repeats=repeats)
+    cfg = Export(fp16=True, backend="auto", candidates=candidates, batch_sizes=(batch_size,), repeats=repeats)
     slimkit.apply(fused, cfg, example_inputs=x, out_dir=run_dir)
     record = json.loads((run_dir / "backend.json").read_text())
     test = task.test[: task.n_inputs]
@@ -53,9 +54,9 @@ def equivalence_and_auto(task, run_dir: Path, batch_size: int, candidates: tuple
              "onnx_fp32_vs_original": max_diff(ort.prepare(run_dir / "model.onnx", (), threads=threads), original, test),
              "onnx_fp16_vs_original": max_diff(ort.prepare(run_dir / "model.fp16.onnx", (), threads=threads), original, test)}
     # Re-time the chosen backend against every kept candidate in one interleaved run.
-    predictors, _ = candidate_predictors(fused, candidates, run_dir / "model.onnx", run_dir / "model.fp16.onnx", threads)
-    kept = {n: predictors[n] for n, row in record["candidates"].items() if row["kept"]}
     inputs = batch_of(x, batch_size)
+    kept = [tuple(n.split("/")) for n, row in record["candidates"].items() if row["kept"]]
+    kept, _ = candidate_predictors(fused, kept, run_dir / "model.onnx", inputs, threads)
     runners = {f"auto={record['chosen']}": (lambda p: lambda: p(*inputs))(kept[record["chosen"]]),
                **{n: (lambda p: lambda: p(*inputs))(p) for n, p in kept.items()}}
     with fixed_threads(threads):
@@ -99,13 +100,13 @@ def main(argv: list[str] | None = None) -> dict:
     runs = Path(args.out) / f"compile_fashion{suffix}_runs"
     fashion = slimkit.load_data("fashion-mnist").subset(train=256, test=256 if args.smoke else 1000)
     if args.smoke:
-        batch_sizes, repeats, candidates = (1,), 5, ("eager", "onnxruntime", "onnxruntime_fp16")
+        batch_sizes, repeats, candidates = (1,), 5, ("eager", "onnxruntime")
         text_batches, text_repeats = batch_sizes, repeats
         include = tuple(p for p in PEERS if p != "compile")
         text_model = tiny_text_model()
         text = text_data.load(text_model.tokenizer, n=160).subset(train=64)
     else:
-        batch_sizes, repeats, candidates, include = (1, 64), 30, ("eager", "compile", "onnxruntime", "onnxruntime_fp16"), PEERS
+        batch_sizes, repeats, candidates, include = (1, 64), 30, ("eager", "compile", "onnxruntime", "openvino", "executorch"), PEERS
         # MiniLM at 32 x 128 tokens takes ~1.5 s a call in eager here: batch 32 (DESIGN's reference) and 10 samples
         text_batches, text_repeats = (1, 32), 10
         text_model = slimkit.load_model("zoo:minilm")

@@ -42,13 +42,14 @@ def test_backend_auto_keeps_the_fastest_candidate_within_tolerance(smoke):
     (run,) = smoke[0]["auto"]
     record = run["backend"]
     table = record["candidates"]
-    assert set(table) == {"eager", "onnxruntime/disable", "onnxruntime/basic", "onnxruntime/extended",
-                          "onnxruntime/all", "onnxruntime_fp16/all"}
+    assert set(table) == {"eager/fp32", "onnxruntime/fp32", "onnxruntime/fp16"}
     for name, row in table.items():
-        assert row["kept"] == (row["max_abs_diff"] <= record["atol"]) == ("median_ms" in row), name
-    assert not table["onnxruntime_fp16/all"]["kept"]  # FP16 error is far above atol 1e-4
-    timed = {n: r["median_ms"] for n, r in table.items() if r["kept"]}
-    assert record["chosen"] == min(timed, key=timed.get) and len(timed) == 5
+        tolerance = record["tolerances"][name.split("/")[1]]
+        assert row["kept"] == (row["max_abs_diff"] <= tolerance) == ("bs1" in row["latency_ms"]), name
+    assert 1e-5 < table["onnxruntime/fp16"]["max_abs_diff"] < record["tolerances"]["fp16"] == 0.05  # really FP16
+    assert table["onnxruntime/fp32"]["max_abs_diff"] < 1e-5
+    timed = {n: r["latency_ms"]["bs1"]["median"] for n, r in table.items() if r["kept"]}
+    assert record["chosen"] == min(timed, key=timed.get) and len(timed) == 3
     # the bench re-timed the choice against every kept candidate in one run
     assert set(run["auto_over_each"]) == set(timed) and all(r > 0 for r in run["auto_over_each"].values())
 

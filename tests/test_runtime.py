@@ -92,8 +92,9 @@ def test_export_auto_considers_openvino(trained_digits_cnn, digits, tmp_path):
     cfg = slimkit.Export(backend="auto", candidates=("eager", "openvino"), repeats=3)
     slimkit.apply(copy.deepcopy(trained_digits_cnn), cfg, example_inputs=digits.example_inputs(1), out_dir=tmp_path)
     record = json.loads((tmp_path / "backend.json").read_text())
-    assert set(record["candidates"]) == {"eager", "openvino"} and record["chosen"] in record["candidates"]
-    assert record["candidates"]["openvino"]["kept"] and record["candidates"]["openvino"]["max_abs_diff"] < 1e-4
+    openvino = {f"openvino/{p}" for p in RUNTIMES["openvino"].precisions_here() if p != "int8"}
+    assert set(record["candidates"]) == {"eager/fp32"} | openvino and record["chosen"] in record["candidates"]
+    assert record["candidates"]["openvino/fp32"]["kept"] and record["candidates"]["openvino/fp32"]["max_abs_diff"] < 1e-4
 
 
 def test_unknown_runtime_is_a_user_error_listing_the_known_ones():

@@ -18,6 +18,7 @@ from . import measure  # the package, callable as measure.measure
 from .models import load_model, save_checkpoint
 from .pipeline import Context, apply, compress
 from .recipe import Recipe, StepConfig, register
+from .runtime.deploy import load_deployed
 from .train import FineTune, fit
 
 # Technique configs load on first use so that `import slimkit` stays fast and lean.
@@ -58,6 +59,7 @@ __all__ = [
     "Task",
     "UserError",
     "apply",
+    "load_deployed",
     "compress",
     "fit",
     "load_data",

@@ -1,11 +1,14 @@
-"""``backend: auto`` of the export step: time the candidate runtimes side by side, keep the fastest.
+"""``backend: auto`` of the export step: every available runtime x precision, verified against PyTorch on real
+inputs, the survivors timed side by side; the fastest is what ``deploy/`` holds.
 
-The auto choice is the minimum median over the candidates it timed in one interleaved run, so it is
-as fast as the fastest candidate it considered by construction.
+The choice is the candidate with the smallest geometric mean, over the batch sizes timed, of its median
+latency relative to the fastest candidate at that batch size: as fast as the fastest candidate it
+considered by construction when one batch size is timed.
 """
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -13,84 +16,151 @@ from torch import nn
 
 from ..errors import UserError
 from ..measure.latency import batch_of, fixed_threads, interleaved_timings
-from ..runtime import RUNTIMES, Predictor, verify
-from ..runtime.onnxruntime import OPT_LEVELS, tensorrt_providers
+from ..runtime import RUNTIMES, TOLERANCES, Predictor, is_quantized, verify
+from ..runtime.deploy import write_deployed
+from ..runtime.onnxruntime import tensorrt_providers
+
+ONNX_BASED = ("onnxruntime", "openvino")  # prepared from the step's own model.onnx instead of exporting again
 
 
-def candidate_predictors(model: nn.Module, names: tuple[str, ...], onnx_path: Path, fp16_path: Path | None,
-                         threads: int, device: str = "cpu") -> tuple[dict[str, Predictor], dict[str, str]]:
-    """({candidate: predictor}, {candidate: why it was left out}). ``onnxruntime`` expands to one
-    candidate per graph optimisation level (``onnxruntime/<level>``); ``openvino`` reads ``onnx_path``."""
-    built, skipped = {}, {}
-    ort = RUNTIMES["onnxruntime"]
-    for name in names:
+def real_inputs(ctx, batch_size: int) -> tuple:
+    """``batch_size`` rows of the task's test inputs (the example inputs without a task), repeated if too few."""
+    rows = ctx.task.example_inputs(batch_size) if ctx.task is not None else ctx.example_inputs
+    return batch_of(rows, batch_size)
+
+
+def candidate_list(model: nn.Module, runtimes: tuple[str, ...], precisions: tuple[str, ...]) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """([(runtime, precision)], {runtime: why it is left out}). int8 candidates run slimkit's own quantized model,
+    so a float model gets float precisions and a quantized one int8 only."""
+    quantized = is_quantized(model)
+    pairs, skipped = [], {}
+    for name in runtimes:
+        runtime = RUNTIMES[name]
+        reason = runtime.available()
+        if reason:
+            skipped[name] = reason
+            continue
+        here = [p for p in runtime.precisions_here() if p in precisions and (p == "int8") == quantized]
+        if not here:
+            skipped[name] = f"runs none of {', '.join(precisions)} for a {'quantized' if quantized else 'float'} model here"
+        pairs += [(name, p) for p in here]
+    return pairs, skipped
+
+
+def candidate_predictors(model: nn.Module, pairs: list[tuple[str, str]], onnx_path: Path, inputs: tuple, threads: int,
+                         device: str = "cpu", opt_level: str = "all") -> tuple[dict[str, Predictor], dict[str, str]]:
+    """({"runtime/precision": predictor}, {"runtime/precision": why it could not be built}) for inputs shaped
+    like ``inputs`` (runtimes with static shapes are prepared for exactly these)."""
+    built, failed = {}, {}
+    for name, precision in pairs:
+        runtime, key = RUNTIMES[name], f"{name}/{precision}"
+        source = onnx_path if name in ONNX_BASED else model
+        options = {"opt_level": opt_level} if name == "onnxruntime" else {}
         try:
-            if name in ("eager", "compile"):
-                built[name] = RUNTIMES[name].prepare(model, ())  # where export_onnx left it: on the CPU
-            elif name == "onnxruntime":
-                for level in OPT_LEVELS:
-                    built[f"onnxruntime/{level}"] = ort.prepare(onnx_path, (), threads=threads, device=device, opt_level=level)
-            elif name == "openvino":
-                built[name] = RUNTIMES[name].prepare(onnx_path, (), threads=threads, device=device)
-            elif fp16_path is None:
-                skipped[name] = "no FP16 graph (export with `fp16: true`)"
-            else:
-                built["onnxruntime_fp16/all"] = ort.prepare(fp16_path, (), threads=threads, device=device)
-        except UserError as exc:  # not installed here, or the runtime cannot take this model: left out
-            skipped[name] = str(exc)
-    return built, skipped
+            built[key] = runtime.prepare(source, inputs, threads=threads, precision=precision,
+                                         device=device if name in ("eager", "compile", "onnxruntime") else "cpu", **options)
+        except UserError as exc:  # the runtime cannot take this model (the message names the op): left out
+            failed[key] = str(exc)
+    return built, failed
 
 
-def choose(model: nn.Module, predictors: dict[str, Predictor], inputs: tuple, atol: float, threads: int,
-           repeats: int = 20, skipped: dict[str, str] | None = None) -> dict:
-    """Check each predictor's outputs against eager PyTorch, time those within ``atol`` side by side, and
-    return {"chosen", "atol", "batch_size", "candidates": {name: {"max_abs_diff", "median_ms", "iqr_ms",
-    "kept", "reason"}}}. ``chosen`` has the smallest median of the kept candidates."""
-    table = {name: {"kept": False, "reason": reason} for name, reason in (skipped or {}).items()}
-    runners = {}
-    with fixed_threads(threads):
-        for name, predict in predictors.items():
-            try:
-                diff = verify(predict, model, inputs)
-            except Exception as exc:  # e.g. inductor without a C++ compiler: the candidate is not available
-                table[name] = {"kept": False, "reason": f"failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"}
-                continue
-            ok = diff <= atol
-            table[name] = {"max_abs_diff": diff, "kept": ok, "reason": "" if ok else f"max abs diff {diff:.2e} > atol {atol}"}
-            if ok:
-                runners[name] = (lambda p: lambda: p(*inputs))(predict)
-        timings = interleaved_timings(runners, warmup=3, repeats=repeats) if runners else {}
-    for name, timing in timings.items():
-        table[name].update(median_ms=timing["median"], iqr_ms=timing["iqr"])
-    chosen = min(timings, key=lambda n: timings[n]["median"]) if timings else None
-    return {"chosen": chosen, "atol": atol, "batch_size": int(inputs[0].shape[0]), "candidates": table}
+def choose(model: nn.Module, pairs: list[tuple[str, str]], onnx_path: Path, ctx, batch_sizes: tuple[int, ...],
+           tolerances: dict[str, float], repeats: int = 20, opt_level: str = "all") -> dict:
+    """Verify every candidate against eager PyTorch on real inputs at each batch size, time those within their
+    precision's tolerance side by side, and return {"chosen", "tolerances", "batch_sizes", "candidates":
+    {name: {"max_abs_diff", "latency_ms": {"bs<N>": {"median", "iqr"}}, "kept", "reason"}}}."""
+    table: dict[str, dict] = {}
+    static = [f"{n}/{p}" for n, p in pairs if RUNTIMES[n].static_shapes]
+    shared = None
+    with fixed_threads(ctx.threads):
+        for bs in batch_sizes:
+            inputs = real_inputs(ctx, bs)
+            if shared is None or static:
+                fresh, failed = candidate_predictors(model, pairs if shared is None else [p for p in pairs if f"{p[0]}/{p[1]}" in static],
+                                                     onnx_path, inputs, ctx.threads, ctx.device, opt_level)
+                shared = {**(shared or {}), **fresh}
+                for key, reason in failed.items():
+                    table[key] = {"kept": False, "reason": reason}
+            runners = {}
+            for key, predict in shared.items():
+                row = table.setdefault(key, {"kept": True, "reason": "", "max_abs_diff": 0.0, "latency_ms": {}})
+                if not row["kept"]:
+                    continue
+                try:
+                    diff = verify(predict, model, inputs)
+                except Exception as exc:  # e.g. inductor without a C++ compiler: this candidate cannot run here
+                    row.update(kept=False, reason=f"failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+                    continue
+                row["max_abs_diff"] = max(row["max_abs_diff"], diff)
+                tol = tolerances[key.split("/")[1]]
+                if not diff <= tol:
+                    row.update(kept=False, reason=f"max abs diff {diff:.2e} > tolerance {tol} at batch {bs}")
+                    continue
+                runners[key] = (lambda p: lambda: p(*inputs))(predict)
+            for key, timing in (interleaved_timings(runners, warmup=3, repeats=repeats) if runners else {}).items():
+                table[key]["latency_ms"][f"bs{bs}"] = timing
+    timed = {k: r for k, r in table.items() if r["kept"] and len(r.get("latency_ms", {})) == len(batch_sizes)}
+    best = {f"bs{bs}": min(r["latency_ms"][f"bs{bs}"]["median"] for r in timed.values()) for bs in batch_sizes} if timed else {}
+    score = {k: math.prod(r["latency_ms"][b]["median"] / best[b] for b in best) ** (1 / len(best)) for k, r in timed.items()}
+    chosen = min(score, key=score.get) if score else None
+    return {"chosen": chosen, "tolerances": tolerances, "batch_sizes": list(batch_sizes), "candidates": table}
 
 
-def select_backend(model: nn.Module, cfg, ctx, diffs: dict[str, float], atol: float) -> dict:
-    """Resolve ``cfg.backend`` for the Export step; any backend but the default onnxruntime is recorded
-    in backend.json in the run directory."""
+def select_backend(model: nn.Module, cfg, ctx, diffs: dict[str, float], tolerances: dict[str, float]) -> dict:
+    """Resolve ``cfg.backend`` for the Export step, write ``deploy/`` (the artifact and deploy.json), and record
+    any choice but the default onnxruntime in backend.json in the run directory."""
     onnx_path = ctx.out_dir / "model.onnx"
-    fp16_path = ctx.out_dir / "model.fp16.onnx" if cfg.fp16 else None
     record = {"requested": cfg.backend, "ort_opt_level": cfg.ort_opt_level, "onnx_max_abs_diff": diffs}
+    precision = "int8" if is_quantized(model) else "fp32"
     if cfg.backend == "tensorrt":
         providers, warning = tensorrt_providers(ctx.device)
         if warning:
             warnings.warn(warning, stacklevel=2)
             ctx.notes.append(f"export: {warning}")
-        record.update(chosen="onnxruntime", providers=providers)
+        record.update(chosen=f"onnxruntime/{precision}", providers=providers)
     elif cfg.backend == "auto":
-        predictors, skipped = candidate_predictors(model, cfg.candidates, onnx_path, fp16_path, ctx.threads, ctx.device)
-        record.update(choose(model, predictors, batch_of(ctx.example_inputs, cfg.batch_size), atol, ctx.threads,
-                             cfg.repeats, skipped))
-        timed = {n: c for n, c in record["candidates"].items() if "median_ms" in c}
-        ctx.notes.append(f"export: backend auto chose {record['chosen']} at batch {cfg.batch_size} (median ms: "
-                         + ", ".join(f"{n} {c['median_ms']:.3g}" for n, c in timed.items()) + ")")
+        pairs, skipped = candidate_list(model, cfg.candidates, cfg.precisions)
+        record.update(choose(model, pairs, onnx_path, ctx, cfg.batch_sizes, tolerances, cfg.repeats, cfg.ort_opt_level))
+        record["candidates"].update({name: {"kept": False, "reason": reason} for name, reason in skipped.items()})
+        if record["chosen"] is None:
+            raise UserError("export: backend auto found no runtime that runs this model within its tolerance: "
+                            + "; ".join(f"{n}: {c['reason']}" for n, c in record["candidates"].items()))
+        timed = {n: c for n, c in record["candidates"].items() if c["kept"]}
+        ctx.notes.append(f"export: backend auto chose {record['chosen']} (median ms at "
+                         + ", ".join(f"bs{bs}" for bs in cfg.batch_sizes) + ": "
+                         + "; ".join(f"{n} " + "/".join(f"{t['median']:.3g}" for t in c["latency_ms"].values())
+                                     for n, c in timed.items()) + ")")
         dropped = {n: c["reason"] for n, c in record["candidates"].items() if not c["kept"]}
         if dropped:
-            ctx.notes.append("export: auto dropped " + "; ".join(f"{n}: {r}" for n, r in dropped.items()))
+            ctx.notes.append("export: auto left out " + "; ".join(f"{n}: {r}" for n, r in dropped.items()))
     else:
-        record["chosen"] = cfg.backend
+        record["chosen"] = f"{cfg.backend}/{precision}"
     if cfg.backend != "onnxruntime":  # the default needs no record: model.onnx is what it runs
         (ctx.out_dir / "backend.json").write_text(json.dumps(record, indent=2))
         ctx.artifacts["backend"] = "backend.json"
+    deploy(model, record, cfg, ctx, tolerances, diffs["onnx"])
     return record
+
+
+def deploy(model: nn.Module, record: dict, cfg, ctx, tolerances: dict[str, float], onnx_diff: float) -> None:
+    """Write ``deploy/``: the chosen runtime's artifact and deploy.json with its measured latency per batch size."""
+    runtime, precision = record["chosen"].split("/")
+    row = record.get("candidates", {}).get(record["chosen"])
+    if row is None:  # not timed by auto: verify and time the chosen runtime now
+        row = {"latency_ms": {}, "max_abs_diff": onnx_diff}
+        with fixed_threads(ctx.threads):
+            for bs in cfg.batch_sizes:
+                inputs = real_inputs(ctx, bs)
+                built, failed = candidate_predictors(model, [(runtime, precision)], ctx.out_dir / "model.onnx", inputs,
+                                                     ctx.threads, ctx.device, cfg.ort_opt_level)
+                if failed:
+                    raise UserError(f"export: backend {runtime}: {failed[record['chosen']]}")
+                predict = built[record["chosen"]]
+                row["max_abs_diff"] = max(row["max_abs_diff"], verify(predict, model, inputs, tolerances[precision]))
+                (timing,) = interleaved_timings({"chosen": lambda: predict(*inputs)}, warmup=3, repeats=cfg.repeats).values()
+                row["latency_ms"][f"bs{bs}"] = timing
+    latency, diff = row["latency_ms"], row["max_abs_diff"]
+    write_deployed(RUNTIMES[runtime], model, ctx.example_inputs, ctx.out_dir / "deploy", precision=precision,
+                   latency_ms=latency, threads=ctx.threads, max_abs_diff=diff, tolerance=tolerances[precision])
+    ctx.artifacts["deploy"] = "deploy/deploy.json"
+    ctx.notes.append(f"export: deploy/ holds {runtime} {precision} (load with slimkit.load_deployed)")

@@ -11,6 +11,7 @@ from ..recipe import StepConfig, check, register
 from ..runtime import RUNTIMES, TOLERANCES, is_quantized, verify
 from ..runtime.onnx import export_onnx
 from ..runtime.onnxruntime import to_fp16
+from .backends import select_backend
 
 
 @dataclasses.dataclass
@@ -21,24 +22,29 @@ class Export(StepConfig):
         format: only ``onnx`` for now.
         opset: ONNX opset version.
         dynamic_batch: export with a symbolic batch dimension.
-        atol: largest allowed absolute difference between onnxruntime and PyTorch outputs; also the
-            accuracy tolerance a ``backend: auto`` candidate must meet.
-        atol_quantized: the same for models with integer weights, whose runtime rounds differently
-            from the eager simulation (a few output quantization steps).
+        atol: largest allowed absolute difference between onnxruntime and PyTorch outputs, and the
+            tolerance of every fp32 runtime candidate.
+        atol_quantized: the same for models with integer weights (int8 candidates), whose runtime rounds
+            differently from the eager simulation (a few output quantization steps).
         fp16: also write model.fp16.onnx: onnxruntime's float16 conversion of the FP32 graph
             (weights and activations FP16, inputs and outputs kept FP32), checked against ``atol_fp16``.
-        atol_fp16: largest allowed absolute difference of the FP16 graph from PyTorch FP32.
+        atol_fp16: largest allowed absolute difference of an FP16 candidate (or model.fp16.onnx) from PyTorch FP32.
+        atol_bf16: the same for a BF16 candidate.
         ort_opt_level: onnxruntime graph optimisation level (disable, basic, extended, all) used to
             verify the export and to run it.
-        backend: the runtime to deploy on: ``eager``, ``compile`` (torch.compile, inductor),
-            ``onnxruntime``, ``tensorrt`` (onnxruntime's TensorRT provider; falls back with a warning
-            when absent) or ``auto`` (time ``candidates`` side by side, keep the fastest within the
-            tolerance). The choice is written to backend.json.
-        candidates: what ``auto`` considers: eager, compile, onnxruntime (every optimisation level),
-            onnxruntime_fp16 (considered only with ``fp16: true``, kept only if within ``atol``), openvino
-            (FP32, or INT8 for a quantized model; left out when not installed or when it cannot take the model).
-        batch_size: batch size (rows) at which ``auto`` times the candidates.
-        repeats: timed samples per candidate for ``auto``.
+        backend: the runtime to deploy on: ``eager``, ``compile`` (torch.compile, inductor), ``onnxruntime``,
+            ``openvino``, ``executorch`` (XNNPACK; static batch), ``tensorrt`` (onnxruntime's TensorRT provider;
+            falls back with a warning when absent) or ``auto`` (every available ``candidates`` runtime at every
+            one of ``precisions`` it runs here, verified on real inputs and timed side by side; the fastest within
+            its precision's tolerance wins). ``deploy/`` holds the choice (artifact + deploy.json, see
+            ``slimkit.load_deployed``); any backend but onnxruntime is also recorded in backend.json.
+        candidates: the runtimes ``auto`` considers; one that is not installed, or that cannot take the model
+            (the failing op is named), is left out with its reason.
+        precisions: the precisions ``auto`` considers: fp32, fp16 and bf16 for a float model (each where the
+            runtime and CPU have it), int8 for slimkit's quantized model (apply ``quantize`` before ``export``).
+        batch_sizes: batch sizes (rows) at which the choice is timed; the winner has the smallest geometric
+            mean of its latency relative to the fastest candidate at each. deploy.json records each.
+        repeats: timed samples per candidate and batch size.
     """
 
     key = "export"
@@ -49,10 +55,12 @@ class Export(StepConfig):
     atol_quantized: float = TOLERANCES["int8"]
     fp16: bool = False
     atol_fp16: float = TOLERANCES["fp16"]
+    atol_bf16: float = TOLERANCES["bf16"]
     ort_opt_level: Literal["disable", "basic", "extended", "all"] = "all"
-    backend: Literal["eager", "compile", "onnxruntime", "tensorrt", "auto"] = "onnxruntime"
-    candidates: tuple[str, ...] = ("eager", "compile", "onnxruntime", "onnxruntime_fp16")
-    batch_size: int = 1
+    backend: Literal["eager", "compile", "onnxruntime", "openvino", "executorch", "tensorrt", "auto"] = "onnxruntime"
+    candidates: tuple[str, ...] = tuple(RUNTIMES)
+    precisions: tuple[str, ...] = tuple(TOLERANCES)
+    batch_sizes: tuple[int, ...] = (1,)
     repeats: int = 20
 
     def __post_init__(self):
@@ -60,22 +68,22 @@ class Export(StepConfig):
         check(self.atol > 0, "atol", "must be > 0")
         check(self.atol_quantized > 0, "atol_quantized", "must be > 0")
         check(self.atol_fp16 > 0, "atol_fp16", "must be > 0")
-        unknown = [c for c in self.candidates if c not in CANDIDATES]
+        check(self.atol_bf16 > 0, "atol_bf16", "must be > 0")
+        unknown = [c for c in self.candidates if c not in RUNTIMES]
         check(not unknown and len(self.candidates) > 0, "candidates",
-              f"choose from {', '.join(CANDIDATES)}; got {list(self.candidates)}")
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+              f"choose from {', '.join(RUNTIMES)}; got {list(self.candidates)}")
+        unknown = [p for p in self.precisions if p not in TOLERANCES]
+        check(not unknown and len(self.precisions) > 0, "precisions",
+              f"choose from {', '.join(TOLERANCES)}; got {list(self.precisions)}")
+        check(len(self.batch_sizes) > 0 and all(1 <= b <= 65536 for b in self.batch_sizes), "batch_sizes",
+              f"must be 1..65536 each, got {list(self.batch_sizes)}")
         check(self.repeats >= 3, "repeats", "must be >= 3")
-
-
-CANDIDATES = ("eager", "compile", "onnxruntime", "onnxruntime_fp16", "openvino")
 
 
 @register(Export)
 def export(model: nn.Module, cfg: Export, ctx) -> nn.Module:
     """Write model.onnx (and model.fp16.onnx) into the run directory, check them against PyTorch on
     batch 1 and 2 in onnxruntime, and choose the backend (backend.json)."""
-    from .backends import select_backend
-
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     path = export_onnx(model, ctx.example_inputs, ctx.out_dir / "model.onnx", cfg.opset, cfg.dynamic_batch)
     probe = ctx.batch(2) if cfg.dynamic_batch else ctx.example_inputs
@@ -97,5 +105,6 @@ def export(model: nn.Module, cfg: Export, ctx) -> nn.Module:
         ctx.artifacts["onnx_fp16"] = half.name
         ctx.notes.append(f"export: model.fp16.onnx (onnxruntime float16 conversion, FP32 inputs/outputs) matches "
                          f"PyTorch FP32 within {diffs['onnx_fp16']:.1e} (max abs)")
-    select_backend(model, cfg, ctx, diffs, atol)
+    tolerances = {"fp32": cfg.atol, "fp16": cfg.atol_fp16, "bf16": cfg.atol_bf16, "int8": cfg.atol_quantized}
+    select_backend(model, cfg, ctx, diffs, tolerances)
     return model

@@ -58,6 +58,7 @@ class Runtime(ABC):
     module: str | None = None  # the Python module it needs, from the pip extra ``extra``
     extra: str | None = None
     precisions: tuple[str, ...] = ("fp32", "int8")
+    static_shapes = False  # True: a predictor runs only the input shapes it was prepared for
 
     def available(self) -> str | None:
         """None when this runtime can run here, else why not (naming the pip extra that brings it)."""

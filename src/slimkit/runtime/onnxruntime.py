@@ -78,6 +78,12 @@ def to_fp16(source: str | Path, path: str | Path) -> Path:
     return Path(path)
 
 
+def _holds_fp16(path: str | Path) -> bool:
+    """True for an ONNX file whose weights are already FP16 (e.g. a saved fp16 artifact)."""
+    onnx = require("onnx", "onnx")
+    return any(init.data_type == onnx.TensorProto.FLOAT16 for init in onnx.load(str(path), load_external_data=False).graph.initializer)
+
+
 class OnnxRuntime(Runtime):
     """onnxruntime from a model (exported to ONNX) or an ONNX file, which runs as written. ``fp16``: onnxruntime's
     float16 conversion of the FP32 graph; ``int8``: slimkit's quantized model, whose QDQ graph runs on integer
@@ -114,6 +120,6 @@ class OnnxRuntime(Runtime):
         """(precision, the ONNX file to run): ``source`` itself, or a file written into ``folder``."""
         precision = self.resolve(source, precision)
         path = source if isinstance(source, (str, Path)) else export_onnx(source, example_inputs, folder / "model.onnx")
-        if precision == "fp16":
+        if precision == "fp16" and not _holds_fp16(path):
             path = to_fp16(path, folder / FILES["fp16"])
         return precision, Path(path)
