@@ -144,6 +144,29 @@ def test_graph_a_runtime_cannot_take_is_reported_with_the_op_and_left_out(tmp_pa
     for runtime in ("onnxruntime", "openvino"):
         with pytest.raises(UserError, match="NoSuchOp"):
             RUNTIMES[runtime].prepare(path, ())
-    built, skipped = candidate_predictors(nn.Identity(), ("eager", "onnxruntime", "openvino"), path, None, threads=1)
-    assert set(built) == {"eager"} and set(skipped) == {"onnxruntime", "openvino"}
+    pairs = [("eager", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")]
+    built, skipped = candidate_predictors(nn.Identity(), pairs, path, (torch.randn(1, 4),), threads=1)
+    assert set(built) == {"eager/fp32"} and set(skipped) == {"onnxruntime/fp32", "openvino/fp32"}
     assert all("NoSuchOp" in reason for reason in skipped.values()), skipped
+
+
+def _fake_quantize_ops(predictor) -> int:
+    return sum(op.get_rt_info()["layerType"].astype(str) == "FakeQuantize"
+               for op in predictor.handle.get_runtime_model().get_ordered_ops())
+
+
+def test_output_qdq_false_quantizes_inputs_only_so_openvino_fuses_more(fashion, tmp_path):
+    """NNCF's placement: no requantized outputs, so OpenVINO runs fewer FakeQuantize ops; eager and reload agree."""
+    example, images = fashion.example_inputs(1), fashion.test[0][:64]
+    models = {flag: slimkit.apply(slimkit.load_model("zoo:fashion-cnn"), q.Quantize(output_qdq=flag, calibration_batches=2),
+                                  data=fashion) for flag in (True, False)}
+    predictors = {flag: RUNTIMES["openvino"].prepare(m, example) for flag, m in models.items()}
+    assert _fake_quantize_ops(predictors[False]) < _fake_quantize_ops(predictors[True])
+    for flag, model in models.items():
+        assert verify(predictors[flag], model, (images,)) <= TOLERANCES["int8"]
+    slimkit.save_checkpoint(models[False], tmp_path / "ckpt")
+    reloaded = slimkit.load_model(str(tmp_path / "ckpt")).eval()
+    assert not any(getattr(m, "quantize_output", True) for m in reloaded.modules() if hasattr(m, "weight_q"))
+    with torch.inference_mode():
+        assert torch.equal(reloaded(images), models[False].eval()(images))
+        assert not torch.equal(models[True](images), models[False](images))

@@ -95,6 +95,11 @@ class Quantize(StepConfig):
         group_size: values per weight scale along the input dimension (low-bit weight-only); null = per channel.
         reduce_range: store 8-bit weights in 7 bits so onnxruntime's u8s8 kernels cannot saturate
             on AVX2 CPUs without VNNI (costs a little accuracy; set false on VNNI or ARM CPUs).
+        output_qdq: with static activations, also quantize each layer's output (onnxruntime fuses
+            DequantizeLinear -> Conv -> QuantizeLinear into one integer kernel). ``false`` quantizes only the inputs
+            and weights of each layer, where NNCF places quantizers for OpenVINO: OpenVINO then fuses residual
+            adds, activations and pooling into its integer convolutions (faster there, slower in onnxruntime),
+            and the outputs keep float precision.
         calibration_batches: batches of training inputs used to calibrate activations.
         batch_size: samples per calibration batch.
         fold_batchnorm: fold BatchNorm into the preceding Conv2d before quantizing.
@@ -118,6 +123,7 @@ class Quantize(StepConfig):
     symmetric: bool = True
     group_size: int | None = None
     reduce_range: bool = True
+    output_qdq: bool = True
     calibration_batches: int = 32
     batch_size: int = 64
     fold_batchnorm: bool = True

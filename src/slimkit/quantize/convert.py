@@ -147,6 +147,7 @@ def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple]
         fmt = _weight_format(cfg, module, bits[name])
         layer_static = static and not isinstance(module, nn.Embedding)
         quant = QUANT_TYPES[type(module)](module, fmt, layer_static)
+        quant.quantize_output = cfg.output_qdq
         quant.load_float(module.weight, getattr(module, "bias", None), cfg.weight_observer, *observers.get(name, ()))
         model.set_submodule(name, quant)
         plan.layers[name] = {**dataclasses.asdict(fmt), "static": layer_static}
@@ -170,7 +171,9 @@ def rebuild(model: nn.Module, config: dict, plan: dict) -> nn.Module:
     for name, layer in plan["layers"].items():
         module = model.get_submodule(name)
         fmt = WeightFormat(**{k: v for k, v in layer.items() if k != "static"})
-        model.set_submodule(name, QUANT_TYPES[type(module)](module, fmt, layer["static"]))
+        quant = QUANT_TYPES[type(module)](module, fmt, layer["static"])
+        quant.quantize_output = cfg.output_qdq
+        model.set_submodule(name, quant)
     return model
 
 

@@ -70,6 +70,7 @@ class QuantModule(nn.Module, abc.ABC):
         else:
             self.register_buffer("bias", torch.zeros(channels) if bias else None)
         self._act: dict[str, tuple[float, int]] = {}
+        self.quantize_output = True  # False: the output stays float (see Quantize.output_qdq)
         self.register_load_state_dict_post_hook(lambda module, keys: module._refresh())
 
     def _refresh(self) -> None:
@@ -175,7 +176,8 @@ class QuantModule(nn.Module, abc.ABC):
         return QD.dequantize_per_tensor(q, scale, zero, ACT_QMIN, ACT_QMAX, torch.uint8)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.qdq(self.compute(self.qdq(x, "input")), "output")
+        out = self.compute(self.qdq(x, "input"))
+        return self.qdq(out, "output") if self.quantize_output else out
 
     def compute(self, x: Tensor) -> Tensor:
         """The float operation on (dequantized) inputs with the dequantized weight."""

@@ -76,7 +76,7 @@ class FakeQuantLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.quant.op(self.fake_activation(x, "input"), self.fake_weight(), self.bias)
-        return self.fake_activation(out, "output")
+        return self.fake_activation(out, "output") if self.quant.quantize_output else out
 
     @torch.no_grad()
     def convert(self) -> QuantModule:
