@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoke:
         batch_sizes, repeats, candidates = (1,), 5, ("eager", "onnxruntime")
         text_batches, text_repeats = batch_sizes, repeats
-        include = tuple(p for p in PEERS if p != "compile")
+        include = ("eager", "onnxruntime", "ort_quantize_dynamic", "ort_quantize_static", "torch_dynamic_int8")
         text_model = tiny_text_model()
         text = text_data.load(text_model.tokenizer, n=160).subset(train=64)
     else:

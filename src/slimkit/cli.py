@@ -101,6 +101,26 @@ def _backends(text: str) -> tuple[str, ...]:
     return names
 
 
+def _peer_list(text: str) -> tuple[str, ...]:
+    from .compile.peers import PEERS
+
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",")))
+    if "" in names:
+        raise argparse.ArgumentTypeError(f"{text!r}: name peers separated by commas")
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown peer(s) {', '.join(map(repr, unknown))}; choose from {', '.join(PEERS)}")
+    return names
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    value = _finite(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is outside (0, 1]")
+    return value
+
+
 def _inputs(args, model, task) -> tuple:
     """Batch-1 example inputs, checked to fit the model and the memory of the largest --batch: --input-shape
     (random, seeded; checked on an uninitialised tensor first, which takes no memory until touched), else the
@@ -161,7 +181,7 @@ def _cmd_bench(args) -> int:
 
     if args.out is not None:
         check_out(args.out, args.overwrite)
-    if args.peers or args.against:
+    if args.peers or args.against or args.peer_list or args.peer_macs is not None or args.peer_epochs:
         return _cmd_peers(args)
     model, task, inputs = _load(args)
     threads = args.threads or default_threads()
@@ -192,14 +212,22 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_peers(args) -> int:
-    from .compile.peers import peer_report, table
+    from .compile.peers import PEERS, peer_report, table
     from .files import atomic_dir
     from .measure import default_threads
 
+    if args.peer_epochs and args.data == "none":
+        raise UserError("--peer-epochs fine-tunes the torch_pruning peer on the training data: pass --data.")
     model, task, inputs = _load(args)
+    fine_tune = _peer_fine_tune(args.peer_epochs, model, task) if args.peer_epochs else None
     report = peer_report(model, inputs, labels={"model": args.model, "data": args.data}, task=task, against=args.against,
-                         batch_sizes=args.batch, threads=args.threads or default_threads(), repeats=args.repeats,
-                         device=args.device, progress=True)
+                         include=args.peer_list or PEERS, batch_sizes=args.batch, threads=args.threads or default_threads(),
+                         repeats=args.repeats, device=args.device, progress=True, macs_target=args.peer_macs,
+                         fine_tune=fine_tune)
+    if fine_tune and any(p["name"] == "torch_pruning" for p in report["peers"]):
+        how = "slimkit.fit towards the FP32 embeddings" if task.metric == "cosine" else "slimkit.apply"
+        report["notes"].append(f"peers: torch_pruning was fine-tuned with {how}: FineTune(epochs={args.peer_epochs}) "
+                               f"on {args.data} (FineTune's defaults otherwise)")
     if args.out is not None:
         from .report import write_reports
 
@@ -211,6 +239,23 @@ def _cmd_peers(args) -> int:
         print(table(report["peers"]))
         print("\n".join(report["notes"]))
     return 0
+
+
+def _peer_fine_tune(epochs: int, model, task):
+    """torch_pruning's fine-tuning through slimkit's public API: FineTune(epochs) on ``task``."""
+    import slimkit
+
+    config = slimkit.FineTune(epochs=epochs)
+
+    def fine_tune(pruned):
+        if task.metric == "cosine":  # towards the FP32 model's embeddings, which the reported cosine compares with
+            from .train import cosine_to_teacher
+
+            slimkit.fit(pruned, task, config, loss_fn=cosine_to_teacher(model.eval(), task.n_inputs), progress=False)
+            return pruned.cpu()
+        return slimkit.apply(pruned, config, data=task)
+
+    return fine_tune
 
 
 def _cmd_search(args) -> int:
@@ -306,8 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     _out(p, required=False, help="folder to write bench.json into (with --peers: report.json/.md/.html)")
     p.add_argument("--peers", action="store_true", help="time the obvious alternatives side by side: eager, "
-                   "torch.compile, onnxruntime FP32 and its quantize_dynamic/quantize_static, torch dynamic int8")
+                   "torch.compile, onnxruntime FP32 and its quantize_dynamic/quantize_static, torch dynamic int8, OpenVINO "
+                   "FP32, NNCF INT8, torchao PT2E INT8, ExecuTorch XNNPACK INT8, Torch-Pruning (absent toolkits are skipped)")
     p.add_argument("--against", metavar="RUN_DIR", help="with --peers: add slimkit's result (a `slimkit compress` --out)")
+    p.add_argument("--peer-list", type=_peer_list, metavar="A,B,...", help="with --peers: only these peers (default all)")
+    p.add_argument("--peer-macs", type=_fraction, metavar="FRACTION", help="with --peers: the fraction of the baseline "
+                   "MACs torch_pruning keeps, in (0, 1] (default: the --against run's final/baseline MACs, else 0.5)")
+    p.add_argument("--peer-epochs", type=_int_in(0, 1000), default=0, metavar="N", help="with --peers: fine-tune the "
+                   "torch_pruning peer for N epochs (slimkit.FineTune; needs --data; default 0: prune only)")
     _common(p)
     p.set_defaults(run=_cmd_bench)
 
