@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import slimkit as sk
-from slimkit.compile.peers import PEERS, Peer, build_peers, compare
+from slimkit.compile.peers import PEERS, build_peers, compare, deployed_peer
 from slimkit.measure import default_threads
 from slimkit.pipeline import environment
 from slimkit.runtime.deploy import DEPLOY_FILE
@@ -53,13 +53,6 @@ def fine_tuner(recipe: sk.Recipe, task):
     return lambda model: sk.apply(model, config, data=task)
 
 
-def slimkit_row(deploy_dir: Path, threads: int) -> Peer:
-    """slimkit's deployed artifact, loaded back from its committed copy."""
-    deployed = sk.load_deployed(deploy_dir, threads=threads)
-    size = sum((deploy_dir / f).stat().st_size for f in deployed.record["files"])
-    return Peer("slimkit", f"{deployed.runtime}/{deployed.precision}", deployed, size)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a data subset and a few training batches (CI)")
@@ -86,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         peers, skipped = build_peers(baseline, example, Path(tmp), threads, include, calibration=task,
                                      macs_target=macs_target, fine_tune=fine_tuner(recipe, task))
-        peers.append(slimkit_row(deploy_dir, threads))
+        peers.append(deployed_peer(deploy_dir, threads))
         rows = compare(baseline, peers, example, task=task, batch_sizes=batch_sizes, threads=threads,
                        repeats=5 if args.smoke else 30, progress=not args.smoke)
     by_name = {r["name"]: r for r in rows}
@@ -108,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows:
         print(f"{row['name']:>24} {row['backend']:>22} " + " ".join(f"{k} {v['median']:.3f} ms" for k, v in row["latency_ms"].items())
               + f"  top1 {row['metric']['value']:.4f}  {row['size_bytes'] / 1e6:.2f} MB")
-    print(f"slimkit vs fastest peer: " + ", ".join(f"{k} {v:.2f}x ({fastest[k]})" for k, v in speedup.items())
+    print("slimkit vs fastest peer: " + ", ".join(f"{k} {v:.2f}x ({fastest[k]})" for k, v in speedup.items())
           + f"; {lost:.2f} pt lost")
     print_checks(results["checks"])
     return results

@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 from .errors import RunFailed, UserError
 
@@ -285,13 +286,49 @@ def _cmd_report(args) -> int:
     return 0
 
 
+DEMO_PEERS = ("onnxruntime", "ort_quantize_static", "nncf_openvino_int8")  # what a user would reach for instead
+
+
 def _cmd_demo(args) -> int:
     from importlib.resources import files
 
+    from .runtime import RUNTIMES
+
     args.model, args.recipe, args.teacher, args.input_shape = "zoo:fashion-cnn", str(files("slimkit") / "recipes" / "demo.yaml"), None, None
     args.base = None
-    args.metric_backend = "onnxruntime"  # score the quantized model on the integer runtime it deploys to
-    return _cmd_compress(args)
+    args.metric_backend = "onnxruntime"  # score the quantized model on integer kernels (the same QDQ graph OpenVINO runs)
+    args.backends = ("onnxruntime", "openvino") if RUNTIMES["openvino"].available() is None else ("onnxruntime",)
+    code = _cmd_compress(args)
+    _demo_versus_peers(args)
+    return code
+
+
+def _demo_versus_peers(args) -> None:
+    """Time the demo's deploy/ side by side with the quantizers a user would reach for instead; print the verdict."""
+    import tempfile
+
+    from .compile.peers import build_peers, compare, deployed_peer, table
+    from .data import load_data
+    from .measure import default_threads
+    from .models import load_model
+
+    threads = args.threads or default_threads()
+    model, task = load_model("zoo:fashion-cnn").eval(), load_data("fashion-mnist", data_dir=args.data_dir)
+    example = task.example_inputs(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        peers, skipped = build_peers(model, example, Path(tmp), threads, DEMO_PEERS, calibration=task)
+        rows = compare(model, [*peers, deployed_peer(Path(args.out) / "deploy", threads)], example,
+                       batch_sizes=args.batch, threads=threads, repeats=10)
+    print("\nThe demo's deploy/ against the peers, side by side in one run (latency only; top-1 is in the report):")
+    print(table(rows))
+    ours = rows[-1]["latency_ms"]
+    for key in ours:
+        fastest = min(rows[:-1], key=lambda r: r["latency_ms"][key]["median"])
+        ratio = fastest["latency_ms"][key]["median"] / ours[key]["median"]
+        verdict = "beats" if ratio > 1 else "does not beat"
+        print(f"{key}: slimkit {verdict} the fastest peer, {fastest['name']} ({fastest['toolkit']}), {ratio:.2f}x")
+    for name, why in skipped.items():
+        print(f"peer {name} skipped: {why}")
 
 
 def _common(p, data_default: str | None = "none") -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__
+from .version import __version__
 from .data.task import Task
 from .devices import check_device
 from .errors import UserError

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..measure.latency import batch_of, fixed_threads, interleaved_timings
-from ..runtime import RUNTIMES, TOLERANCES, Predictor, is_quantized, verify
+from ..runtime import RUNTIMES, Predictor, is_quantized, verify
 from ..runtime.deploy import write_deployed
 from ..runtime.onnxruntime import tensorrt_providers
 

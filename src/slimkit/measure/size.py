@@ -17,12 +17,20 @@ from torch import Tensor, nn
 SPARSE_KEY = "slimkit_sparse"  # safetensors metadata: JSON {tensor name: shape} of the bitmask-encoded tensors
 
 
+def untie(state: dict) -> dict:
+    """safetensors refuses shared storage (tied embeddings): store each shared tensor once by copying."""
+    seen, out = set(), {}
+    for key, tensor in state.items():
+        ptr = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        out[key] = tensor.clone() if ptr in seen else tensor
+        seen.add(ptr)
+    return out
+
+
 def state_bytes(model: nn.Module) -> bytes:
     """The model's state dict serialised as safetensors (tensors in their stored dtype)."""
-    from ..models.checkpoint import _untie
-
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    return save(_untie(state))
+    return save(untie(state))
 
 
 def pack_sparse(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str] | None]:
@@ -60,9 +68,7 @@ def unpack_sparse(tensors: dict[str, Tensor], metadata: dict[str, str] | None) -
 
 def sparse_size(model: nn.Module) -> int:
     """Bytes of the model's safetensors weights with sparse tensors bitmask-encoded (:func:`pack_sparse`)."""
-    from ..models.checkpoint import _untie
-
-    tensors, metadata = pack_sparse(_untie(dict(model.state_dict())))
+    tensors, metadata = pack_sparse(untie(dict(model.state_dict())))
     return len(save(tensors, metadata))
 
 

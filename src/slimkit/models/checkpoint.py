@@ -44,24 +44,14 @@ def save_checkpoint(model: nn.Module, directory: str | Path, extra: dict | None 
         )
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    from ..measure.size import pack_sparse
+    from ..measure.size import pack_sparse, untie
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    tensors, metadata = pack_sparse(_untie(state))
+    tensors, metadata = pack_sparse(untie(state))
     save_file(tensors, str(path / WEIGHTS_FILE), metadata)
     meta = {"format": FORMAT, "version": 1, **info, **(extra or {})}
     (path / HISTORY_FILE).write_text(json.dumps(meta, indent=2))
     return path
-
-
-def _untie(state: dict) -> dict:
-    """safetensors refuses shared storage (tied embeddings): store each shared tensor once by copying."""
-    seen, out = set(), {}
-    for key, tensor in state.items():
-        ptr = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-        out[key] = tensor.clone() if ptr in seen else tensor
-        seen.add(ptr)
-    return out
 
 
 def check_params(build: Callable[[], nn.Module], source: str) -> None:

@@ -15,6 +15,8 @@ from torch import nn
 
 from ..errors import UserError
 from ..files import read_json
+from ..version import __version__
+from . import get_runtime
 from .base import Predictor, Runtime
 from .onnx import input_names
 
@@ -26,8 +28,6 @@ _DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.float
 def write_deployed(runtime: Runtime, model: nn.Module, example_inputs: tuple, folder: Path, *, precision: str,
                    latency_ms: dict, threads: int, max_abs_diff: float, tolerance: float, **save_options) -> dict:
     """Write ``runtime``'s artifact of ``model`` and deploy.json into ``folder``; returns the deploy.json dict."""
-    from .. import __version__
-
     folder.mkdir(parents=True, exist_ok=True)
     files = runtime.save(model, example_inputs, folder, precision=precision, **save_options)
     names = input_names(model, len(example_inputs))
@@ -90,8 +90,6 @@ def _schema_problem(record) -> str | None:
 def load_deployed(folder: str | Path, *, threads: int = 1) -> Deployed:
     """The model in a deploy folder (``deploy/`` of a ``slimkit compress`` run with an ``export`` step), on the
     runtime and precision recorded in its deploy.json, with ``threads`` intra-op threads."""
-    from . import get_runtime
-
     folder = Path(folder)
     path = folder / DEPLOY_FILE
     if not path.is_file():

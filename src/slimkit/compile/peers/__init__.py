@@ -3,7 +3,7 @@
 Peers of an FP32 model: PyTorch eager, torch.compile, onnxruntime FP32, onnxruntime ``quantize_dynamic``
 and ``quantize_static`` with their defaults, torch's own dynamic quantization, OpenVINO FP32, NNCF's INT8
 quantization for OpenVINO, torchao's PT2E X86 INT8 through torch.compile, ExecuTorch XNNPACK INT8,
-Torch-Pruning to the same MACs budget, and slimkit's result (a run directory). Every peer runs on the same
+Torch-Pruning to the same MACs budget, and slimkit's result (a run directory's deploy/). Every peer runs on the same
 inputs, round-robin in one run, per batch size; every calibrating peer gets the first 256 training inputs.
 
 Each peer is reported as ``{"name", "backend", "toolkit", "latency_ms": {"bs<N>": {"median", "iqr"}},
@@ -11,6 +11,6 @@ Each peer is reported as ``{"name", "backend", "toolkit", "latency_ms": {"bs<N>"
 where the row alone does not say enough (e.g. Torch-Pruning's MACs and fine-tuning).
 """
 from .base import Peer
-from .core import PEERS, build_peers, compare, peer_report, slimkit_peer, table
+from .core import PEERS, build_peers, compare, deployed_peer, peer_report, slimkit_peer, table
 
-__all__ = ["PEERS", "Peer", "build_peers", "compare", "peer_report", "slimkit_peer", "table"]
+__all__ = ["PEERS", "Peer", "build_peers", "compare", "deployed_peer", "peer_report", "slimkit_peer", "table"]

@@ -8,7 +8,6 @@ from torch import nn
 
 from ...data.task import Task
 from ...errors import UserError
-from ...files import read_json
 from ...measure.latency import batch_of, fixed_threads, interleaved_timings
 from ...measure.metric import outputs, score
 from ...measure.size import state_bytes
@@ -16,7 +15,8 @@ from ...models.checkpoint import origin
 from ...runtime import RUNTIMES
 from ...runtime.onnx import export_onnx
 from . import builtin
-from .base import Peer, Skip, toolkit
+from ...runtime.deploy import DEPLOY_FILE, load_deployed
+from .base import Peer, Skip, fixed_batch, toolkit
 
 PEERS = ("eager", "compile", "onnxruntime", "ort_quantize_dynamic", "ort_quantize_static", "torch_dynamic_int8",
          "openvino", "nncf_openvino_int8", "torchao_pt2e_int8", "executorch_xnnpack_int8", "torch_pruning")
@@ -90,40 +90,27 @@ def _build(name, model, example_inputs, fp32: Path, workdir: Path, threads: int,
     return torch_pruning(model, example_inputs, workdir, threads, macs_target, fine_tune)
 
 
-def _backend_choice(path: Path) -> dict:
-    """The run's backend.json (``{}`` when there is none); UserError naming the file when it is malformed."""
-    if not path.exists():
-        return {}
-    choice = read_json(path, "the --against run's runtime choice")
-    chosen = choice.get("chosen") if isinstance(choice, dict) else None
-    known = ("eager", "compile", "onnxruntime", "onnxruntime_fp16", "openvino")
-    if chosen is not None and not (isinstance(chosen, str) and chosen.split("/")[0] in known):
-        raise UserError(f"--against: {path}: `chosen` must be one of {', '.join(known)} (optionally /LEVEL), got {chosen!r:.100}.")
-    return choice
-
-
 def slimkit_peer(run_dir: Path, threads: int, base: str | None = None) -> Peer:
-    """slimkit's result: the runtime backend.json chose (or model.onnx in onnxruntime when present, else
-    the checkpoint in eager PyTorch). ``base``: the SPEC the run's checkpoint must have been built from
-    (that of the model it is compared with)."""
+    """slimkit's result: the run's deploy/ (what its ``export`` step chose), else its checkpoint in eager PyTorch.
+    ``base``: the SPEC the run's checkpoint must have been built from (that of the model it is compared with)."""
     from ...models import load_model
 
     if not (run_dir / "checkpoint").is_dir():
         raise UserError(f"--against {run_dir}: not a slimkit run directory (no checkpoint/ in it); pass the --out of `slimkit compress`.")
-    choice = _backend_choice(run_dir / "backend.json")
-    chosen = choice.get("chosen") or ("onnxruntime" if (run_dir / "model.onnx").is_file() else "eager")
-    runtime = chosen.split("/")[0]
-    tools = toolkit("slimkit", {"eager": "torch", "compile": "torch", "openvino": "openvino"}.get(runtime, "onnxruntime"))
-    if runtime in ("eager", "compile"):
-        model = load_model(str(run_dir / "checkpoint"), base=base).eval()
-        return Peer("slimkit", runtime, RUNTIMES[runtime].prepare(model, ()), len(state_bytes(model)), tools)
-    if runtime == "openvino":
-        path = run_dir / "model.onnx"
-        return Peer("slimkit", runtime, RUNTIMES[runtime].prepare(path, (), threads=threads), path.stat().st_size, tools)
-    level = chosen.split("/")[1] if "/" in chosen else choice.get("ort_opt_level", "all")
-    path = run_dir / ("model.fp16.onnx" if chosen.startswith("onnxruntime_fp16") else "model.onnx")
-    predict = RUNTIMES["onnxruntime"].prepare(path, (), threads=threads, opt_level=level)
-    return Peer("slimkit", f"onnxruntime/{level}", predict, path.stat().st_size, tools)
+    if (run_dir / "deploy" / DEPLOY_FILE).is_file():
+        return deployed_peer(run_dir / "deploy", threads)
+    model = load_model(str(run_dir / "checkpoint"), base=base).eval()
+    return Peer("slimkit", "eager", RUNTIMES["eager"].prepare(model, ()), len(state_bytes(model)), toolkit("slimkit", "torch"))
+
+
+def deployed_peer(folder: Path, threads: int) -> Peer:
+    """A deploy/ folder (``slimkit.load_deployed``) as the ``slimkit`` peer; a static-batch program runs larger
+    batches in chunks of its own batch size."""
+    deployed = load_deployed(folder, threads=threads)
+    size = sum((folder / f).stat().st_size for f in deployed.record["files"])
+    tools = toolkit("slimkit", {"eager": "torch", "compile": "torch"}.get(deployed.runtime, deployed.runtime))
+    predict = fixed_batch(deployed, deployed.record["inputs"][0]["shape"][0]) if deployed.record["static_batch"] else deployed
+    return Peer("slimkit", f"{deployed.runtime}/{deployed.precision}", predict, size, tools)
 
 
 def compare(model: nn.Module, peers: list[Peer], example_inputs: tuple, *, task: Task | None = None,
@@ -191,7 +178,7 @@ def peer_report(model: nn.Module, example_inputs: tuple, *, labels: dict, task: 
     """
     import tempfile
 
-    from ... import __version__
+    from ...version import __version__
     from ...measure import measure
     from ...pipeline import environment
     from ...report import read_report
