@@ -325,8 +325,8 @@ def _demo_versus_peers(args) -> None:
     for key in ours:
         fastest = min(rows[:-1], key=lambda r: r["latency_ms"][key]["median"])
         ratio = fastest["latency_ms"][key]["median"] / ours[key]["median"]
-        verdict = "beats" if ratio > 1 else "does not beat"
-        print(f"{key}: slimkit {verdict} the fastest peer, {fastest['name']} ({fastest['toolkit']}), {ratio:.2f}x")
+        verdict = "beats" if ratio >= 1.05 else "ties with (within 5%)" if ratio > 0.95 else "does not beat"
+        print(f"{key}: slimkit {verdict} the fastest peer, {fastest['name']} ({fastest['toolkit']}): {ratio:.2f}x its speed")
     for name, why in skipped.items():
         print(f"peer {name} skipped: {why}")
 

@@ -200,6 +200,22 @@ def _printer(enabled: bool):
     return (lambda msg: print(f"[slimkit] {msg}", file=sys.stderr, flush=True)) if enabled else (lambda msg: None)
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "avx512_fp16")
+
+
+def cpu_model_and_flags() -> dict:
+    """{"cpu_model", "cpu_flags"}: the CPU's name and which of the instruction sets that decide INT8/BF16 speed it
+    has (from /proc/cpuinfo; empty where there is none)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return {"cpu_model": platform.processor(), "cpu_flags": []}
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"cpu_model": fields.get("model name", ""), "cpu_flags": [f for f in SPEED_FLAGS if f in flags]}
+
+
 def environment() -> dict:
     """Versions and machine facts that numbers depend on."""
     return {
@@ -208,6 +224,7 @@ def environment() -> dict:
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        **cpu_model_and_flags(),
         "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()],  # > cpu_count: timings ran on a busy machine
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
