@@ -30,7 +30,7 @@ def test_compress_writes_report_in_design_schema(tmp_path, export_recipe):
     assert report["baseline"]["metric"]["value"] == pytest.approx(0.9457, abs=1e-4)
     assert report["baseline"]["macs"] == 37_156_608 and report["baseline"]["params"] == 308_074
     assert report["steps"][0]["name"] == "export" and report["steps"][0]["seconds"] > 0
-    assert report["artifacts"] == {"checkpoint": "checkpoint", "onnx": "model.onnx"}
+    assert report["artifacts"] == {"checkpoint": "checkpoint", "onnx": "model.onnx", "deploy": "deploy/deploy.json"}
     assert (out / "model.onnx").stat().st_size > 1_000_000
     assert "<svg" in (out / "report.html").read_text()
     assert "| baseline | 94.57% |" in (out / "report.md").read_text()

@@ -1,15 +1,14 @@
 """Export and runtimes through bench/compile_fashion.py --smoke: fold + export equivalence, the FP16 graph,
 backend auto, peers in report.html; plus the TensorRT fallback and an unexportable op."""
 import json
-import types
 
 import onnx
 import pytest
 import torch
 from torch import nn
 
+import slimkit
 from slimkit.cli import main as cli
-from slimkit.compile.backends import select_backend
 from slimkit.compile.onnx import Export
 from slimkit.errors import UserError
 from slimkit.runtime.onnx import export_onnx
@@ -75,14 +74,14 @@ def test_peers_are_timed_scored_and_land_in_report_html(smoke, name, metric):
     assert "ort_quantize_static" in html and "torch_dynamic_int8" in html
 
 
-def test_tensorrt_request_without_tensorrt_warns_and_falls_back(smoke):
-    run_dir = smoke[1] / "export-bs1"
-    ctx = types.SimpleNamespace(out_dir=run_dir, device="cpu", notes=[], artifacts={}, threads=1, example_inputs=None)
+def test_tensorrt_request_without_tensorrt_warns_and_falls_back(tmp_path):
+    model, example = slimkit.load_model("zoo:digits-cnn").eval(), (torch.randn(1, 1, 8, 8),)
     with pytest.warns(UserWarning, match=r"TensorRT was requested but this onnxruntime has no TensorrtExecutionProvider.*"
                                          r"falling back to onnxruntime on CPUExecutionProvider"):
-        record = select_backend(nn.Identity(), Export(backend="tensorrt"), ctx, {"onnx": 0.0}, 1e-4)
-    assert record["chosen"] == "onnxruntime" and record["providers"] == ["CPUExecutionProvider"]
-    assert "TensorRT" in ctx.notes[0] and json.loads((run_dir / "backend.json").read_text()) == record
+        slimkit.apply(model, Export(backend="tensorrt", repeats=3), example_inputs=example, out_dir=tmp_path)
+    record = json.loads((tmp_path / "backend.json").read_text())
+    assert record["chosen"] == "onnxruntime/fp32" and record["providers"] == ["CPUExecutionProvider"]
+    assert json.loads((tmp_path / "deploy" / "deploy.json").read_text())["runtime"] == "onnxruntime"
 
 
 class Eigen(nn.Module):
