@@ -171,3 +171,9 @@ def test_output_qdq_false_quantizes_inputs_only_so_openvino_fuses_more(fashion, 
     with torch.inference_mode():
         assert torch.equal(reloaded(images), models[False].eval()(images))
         assert not torch.equal(models[True](images), models[False](images))
+
+
+def test_latency_of_a_static_shape_runtime_is_measured_at_every_batch_size(trained_digits_cnn):
+    pytest.importorskip("executorch")
+    timings = measure_latency(trained_digits_cnn, (torch.randn(1, 1, 8, 8),), ("executorch",), batch_sizes=(1, 4), repeats=3)
+    assert set(timings) == {"executorch/bs1", "executorch/bs4"} and all(t["median"] > 0 for t in timings.values())

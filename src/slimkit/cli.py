@@ -88,30 +88,27 @@ def _batches(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _names(text: str, known, kind: str, hint: str = "") -> tuple[str, ...]:
+    """A comma list of ``kind`` names (backends, peers), each one of ``known``; argparse's error otherwise."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",")))
+    if "" in names:
+        raise argparse.ArgumentTypeError(f"{text!r}: name {kind}s separated by commas{hint}")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {kind}(s) {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
+    return names
+
+
 def _backends(text: str) -> tuple[str, ...]:
     from .measure import BACKENDS
 
-    if text.strip() == "none":
-        return ()
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",")))
-    if "" in names:
-        raise argparse.ArgumentTypeError(f"{text!r}: name backends separated by commas, or none for no timing")
-    unknown = [n for n in names if n not in BACKENDS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown backend(s) {', '.join(map(repr, unknown))}; choose from {', '.join(BACKENDS)}")
-    return names
+    return () if text.strip() == "none" else _names(text, BACKENDS, "backend", ", or none for no timing")
 
 
 def _peer_list(text: str) -> tuple[str, ...]:
     from .compile.peers import PEERS
 
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",")))
-    if "" in names:
-        raise argparse.ArgumentTypeError(f"{text!r}: name peers separated by commas")
-    unknown = [n for n in names if n not in PEERS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown peer(s) {', '.join(map(repr, unknown))}; choose from {', '.join(PEERS)}")
-    return names
+    return _names(text, PEERS, "peer")
 
 
 def _fraction(text: str) -> float:

@@ -91,11 +91,14 @@ def measure_latency_many(models: dict[str, nn.Module], example_inputs: tuple, ba
     results: dict[str, dict] = {name: {} for name in models}
     with fixed_threads(threads):
         for backend in backends:
-            predictors: dict[str, Predictor] = {  # exported / compiled once per model and backend
-                name: RUNTIMES[backend].prepare(model, example_inputs, threads=threads, device=device)
-                for name, model in models.items()}
+            runtime = RUNTIMES[backend]
+            predictors: dict[str, Predictor] = {}
             for bs in batch_sizes:
-                runners = {name: _runner(p, batch_of(example_inputs, bs)) for name, p in predictors.items()}
+                inputs = batch_of(example_inputs, bs)
+                if runtime.static_shapes or not predictors:  # exported / compiled once per model and backend, or
+                    predictors = {name: runtime.prepare(model, inputs, threads=threads, device=device)  # per batch
+                                  for name, model in models.items()}
+                runners = {name: _runner(p, inputs) for name, p in predictors.items()}
                 for name, timing in interleaved_timings(runners, sync, warmup, repeats).items():
                     if backend == "onnxruntime":  # say where it ran: CUDA is used only when present
                         timing["provider"] = predictors[name].handle.get_providers()[0]
