@@ -70,19 +70,18 @@ def choose(model: nn.Module, pairs: list[tuple[str, str]], onnx_path: Path, ctx,
     precision's tolerance side by side, and return {"chosen", "tolerances", "batch_sizes", "candidates":
     {name: {"max_abs_diff", "latency_ms": {"bs<N>": {"median", "iqr"}}, "kept", "reason"}}}."""
     table: dict[str, dict] = {}
-    static = [f"{n}/{p}" for n, p in pairs if RUNTIMES[n].static_shapes]
-    shared = None
+    predictors: dict[str, Predictor] = {}
     with fixed_threads(ctx.threads):
         for bs in batch_sizes:
             inputs = real_inputs(ctx, bs)
-            if shared is None or static:
-                fresh, failed = candidate_predictors(model, pairs if shared is None else [p for p in pairs if f"{p[0]}/{p[1]}" in static],
-                                                     onnx_path, inputs, ctx.threads, ctx.device, opt_level)
-                shared = {**(shared or {}), **fresh}
-                for key, reason in failed.items():
-                    table[key] = {"kept": False, "reason": reason}
+            # built once at the first batch size; a static-shape runtime again for each (while it is still kept)
+            build = [(n, p) for n, p in pairs if table.get(f"{n}/{p}", {}).get("kept", True)
+                     and (not predictors or RUNTIMES[n].static_shapes)]
+            fresh, failed = candidate_predictors(model, build, onnx_path, inputs, ctx.threads, ctx.device, opt_level)
+            predictors.update(fresh)
+            table.update({key: {"kept": False, "reason": reason} for key, reason in failed.items()})
             runners = {}
-            for key, predict in shared.items():
+            for key, predict in predictors.items():
                 row = table.setdefault(key, {"kept": True, "reason": "", "max_abs_diff": 0.0, "latency_ms": {}})
                 if not row["kept"]:
                     continue
@@ -146,19 +145,13 @@ def deploy(model: nn.Module, record: dict, cfg, ctx, tolerances: dict[str, float
     """Write ``deploy/``: the chosen runtime's artifact and deploy.json with its measured latency per batch size."""
     runtime, precision = record["chosen"].split("/")
     row = record.get("candidates", {}).get(record["chosen"])
-    if row is None:  # not timed by auto: verify and time the chosen runtime now
-        row = {"latency_ms": {}, "max_abs_diff": onnx_diff}
-        with fixed_threads(ctx.threads):
-            for bs in cfg.batch_sizes:
-                inputs = real_inputs(ctx, bs)
-                built, failed = candidate_predictors(model, [(runtime, precision)], ctx.out_dir / "model.onnx", inputs,
-                                                     ctx.threads, ctx.device, cfg.ort_opt_level)
-                if failed:
-                    raise UserError(f"export: backend {runtime}: {failed[record['chosen']]}")
-                predict = built[record["chosen"]]
-                row["max_abs_diff"] = max(row["max_abs_diff"], verify(predict, model, inputs, tolerances[precision]))
-                (timing,) = interleaved_timings({"chosen": lambda: predict(*inputs)}, warmup=3, repeats=cfg.repeats).values()
-                row["latency_ms"][f"bs{bs}"] = timing
+    if row is None:  # not timed by auto: verify and time the chosen runtime now, as auto does its candidates
+        single = choose(model, [(runtime, precision)], ctx.out_dir / "model.onnx", ctx, cfg.batch_sizes, tolerances,
+                        cfg.repeats, cfg.ort_opt_level)
+        row = single["candidates"][record["chosen"]]
+        if not row["kept"]:
+            raise UserError(f"export: backend {runtime} ({precision}): {row['reason']}")
+        row = {**row, "max_abs_diff": max(row["max_abs_diff"], onnx_diff)}
     latency, diff = row["latency_ms"], row["max_abs_diff"]
     write_deployed(RUNTIMES[runtime], model, ctx.example_inputs, ctx.out_dir / "deploy", precision=precision,
                    latency_ms=latency, threads=ctx.threads, max_abs_diff=diff, tolerance=tolerances[precision])
