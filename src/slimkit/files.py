@@ -38,6 +38,13 @@ def read_text(path: Path, what: str) -> str:
         raise UserError(f"{path}: {what} is not UTF-8 text (byte {exc.start}: {exc.reason}).") from None
 
 
+def yaml_loader():
+    """PyYAML's safe loader, LibYAML's where installed: the pure-Python one takes minutes on deeply nested flow collections."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_json(path: Path, what: str) -> Any:
     """Parse a JSON file (see :func:`read_text`); malformed or absurdly nested JSON is a UserError."""
     try:

@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar
 from torch import nn
 
 from .errors import UserError
+from .files import yaml_loader
 
 # recipe key -> module that registers it (imported on first use, so `import slimkit` stays lean)
 BUILTIN_STEPS: dict[str, str] = {
@@ -206,8 +207,7 @@ def read_data_file(path: str | Path, what: str, flag: str) -> Any:
         raise UserError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8, or {fix}.") from None
     kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        # LibYAML, where installed: the pure-Python parser takes seconds on deeply nested flow collections
-        data = json.loads(text) if kind == "JSON" else yaml.load(text, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = json.loads(text) if kind == "JSON" else yaml.load(text, yaml_loader())
     except RecursionError:
         raise UserError(f"{path} nests deeper than {MAX_DEPTH} levels; {which}") from None
     except (ValueError, yaml.YAMLError) as exc:  # json.JSONDecodeError is a ValueError

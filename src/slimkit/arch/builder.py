@@ -8,6 +8,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..files import read_text, yaml_loader
 from .blocks import BLOCKS, conv_bn
 
 REQUIRED = ("type", "out")
@@ -122,7 +123,6 @@ def load_arch(text: str) -> ArchNet:
     """
     import yaml
 
-    from ..files import read_text
     from ..models.checkpoint import check_params
 
     if text.lstrip().startswith("{"):
@@ -145,9 +145,9 @@ def _load_yaml(text: str):
     """Plain YAML data; aliases are refused, since expanding them can blow a small file up exponentially."""
     import yaml
 
-    if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
+    if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, yaml_loader())):
         raise UserError("YAML aliases (*name) are not allowed in an architecture.")
-    return yaml.safe_load(text)
+    return yaml.load(text, yaml_loader())
 
 
 def arch_spec(model: ArchNet) -> str:
