@@ -101,3 +101,15 @@ def test_registry_is_open_and_structural_steps_replay_from_checkpoints(tmp_path)
     reloaded = sk.load_model(str(tmp_path / "ck"), base="tests.test_recipe:mlp")
     assert reloaded[0].out_features == 5
     torch.testing.assert_close(reloaded(x), small(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("config", [sk.Quantize(activations="none"), sk.MagnitudePrune(sparsity=0.5), sk.ChannelPrune(ratio=0.5), sk.LowRank(energy=0.9)])
+def test_apply_returns_a_new_model_and_leaves_its_input_alone(config):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    after = sk.apply(model, config, example_inputs=(torch.randn(2, 1, 8, 8),))
+    assert after is not model
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in before.items()}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert type(model[0]) is nn.Conv2d and not list(model[0].parametrizations.keys() if hasattr(model[0], "parametrizations") else [])

@@ -62,11 +62,12 @@ def _run_step(model: nn.Module, config: StepConfig, ctx: Context, fixed_teacher:
 
 def apply(model: nn.Module, config: StepConfig, *, example_inputs: tuple | None = None, data: Task | None = None,
           teacher: nn.Module | None = None, device: str = "cpu", out_dir: str | Path | None = None) -> nn.Module:
-    """Apply one step config to ``model`` and return the result (the input may be modified in place)."""
+    """Apply one step config to a copy of ``model`` and return it; ``model`` itself is left as it was."""
     if example_inputs is None and data is None:
         raise UserError("apply() needs example_inputs or data.")
     before_step = copy.deepcopy(model).eval()  # fine_tune's target, and the teacher unless one is given
     before = origin(model)
+    model = copy.deepcopy(model)
     with tempfile.TemporaryDirectory(prefix="slimkit-") as scratch:
         ctx = Context(example_inputs or data.example_inputs(1), data, None, before_step, device, default_threads(),
                       Path(out_dir or scratch), progress=False)
