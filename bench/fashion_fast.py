@@ -26,7 +26,7 @@ from slimkit.measure import default_threads
 from slimkit.pipeline import environment
 from slimkit.runtime.deploy import DEPLOY_FILE
 
-from results_io import print_checks, write_results
+from results_io import print_checks, versus_fastest, write_results
 
 RECIPE = Path(__file__).parent.parent / "examples" / "fashion_fast.yaml"
 
@@ -84,9 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
                        repeats=5 if args.smoke else 30, progress=not args.smoke)
     by_name = {r["name"]: r for r in rows}
     ours, base_top1 = by_name["slimkit"], by_name["eager"]["metric"]["value"]
-    others = {n: r for n, r in by_name.items() if n != "slimkit"}
-    fastest = {f"bs{bs}": min(others, key=lambda n: others[n]["latency_ms"][f"bs{bs}"]["median"]) for bs in batch_sizes}
-    speedup = {k: others[n]["latency_ms"][k]["median"] / ours["latency_ms"][k]["median"] for k, n in fastest.items()}
+    versus = versus_fastest(rows, batch_sizes)
+    fastest, speedup = versus["fastest_peer"], versus["speedup_over_fastest_peer"]
     lost = 100 * (base_top1 - ours["metric"]["value"])
     results = {
         "benchmark": "fashion_fast", "smoke": args.smoke, "threads": threads, "environment": environment(),

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from benches import load_bench
 
 
@@ -30,3 +32,22 @@ def test_fashion_fast_smoke_deploys_and_compares_side_by_side(tmp_path):
         assert result["speedup_over_fastest_peer"][key] == rows[name]["latency_ms"][key]["median"] / rows["slimkit"]["latency_ms"][key]["median"]
     assert result["top1_lost_points"] == 100 * (rows["eager"]["metric"]["value"] - rows["slimkit"]["metric"]["value"])
     assert 0 < result["macs_fraction"] < 0.5 and result["checks"] is None
+
+
+def test_minilm_fast_smoke_deploys_int8_weights_trims_padding_and_compares(tmp_path):
+    """bench/minilm_fast.py --smoke: the weight-only INT8 deploy/ loads back with the tokenizer's input names, trims
+    padding, and is timed beside the peers on padded and on full-length inputs."""
+    import slimkit
+
+    pytest.importorskip("transformers")
+    result = load_bench("minilm_fast").main(["--smoke", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "minilm_fast_smoke.json").read_text()) == json.loads(json.dumps(result))
+    deployed = slimkit.load_deployed(tmp_path / "minilm_fast_smoke" / "deploy")
+    assert deployed.input_names == ["input_ids", "attention_mask"] and deployed.precision == "int8"
+    assert deployed.record["trim_padding"] == "attention_mask"
+    assert result["deploy_bytes"] < 30e6  # int8 weights: the FP32 model is 91 MB
+    for name in ("padded", "full"):
+        rows = {r["name"]: r for r in result[name]["peers"]}
+        assert {"eager", "onnxruntime", "slimkit"} == set(rows)
+        assert set(result[name]["speedup_over_fastest_peer"]) == {"bs1", "bs4"}
+    assert 0.99 < result["cosine"] <= 1.0 and result["checks"] is None

@@ -134,3 +134,61 @@ def test_malformed_deploy_folder_is_a_user_error(trained_digits_cnn, digits, tmp
         path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
     with pytest.raises(UserError, match=message):
         slimkit.load_deployed(tmp_path / "deploy")
+
+
+def _tiny_sentence_embedder():
+    transformers = pytest.importorskip("transformers")
+    from slimkit.models.hf import SentenceEmbedder
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                     vocab_size=100, max_position_embeddings=64, attn_implementation="eager")
+    return SentenceEmbedder(transformers.BertModel(config).eval())
+
+
+def _padded(lengths: list[int], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and an attention mask for rows of ``lengths`` real tokens, right-padded to ``width``."""
+    mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
+    return torch.randint(1, 50, (len(lengths), width)) * mask, mask
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_padding_is_trimmed_for_a_sentence_embedder_and_outputs_do_not_change(tmp_path, runtime, monkeypatch):
+    from slimkit.runtime import padding
+
+    onnx = pytest.importorskip("onnx")
+    model = _tiny_sentence_embedder()
+    cfg = slimkit.Export(backend=runtime, batch_sizes=(1, 4), repeats=3)
+    slimkit.apply(model, cfg, example_inputs=_padded([5], 32), out_dir=tmp_path)
+    record = json.loads((tmp_path / "deploy" / "deploy.json").read_text())
+    assert record["trim_padding"] == "attention_mask"
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    assert all(i.type.tensor_type.shape.dim[1].dim_param for i in graph.input)  # a symbolic token dimension
+    deployed = slimkit.load_deployed(tmp_path / "deploy")
+    seen, trim = [], padding.trim
+    monkeypatch.setattr(padding, "trim", lambda inputs, position: seen.append(trim(inputs, position)[0].shape) or trim(inputs, position))
+    ids, mask = _padded([5, 9, 3, 7], 32)
+    with torch.inference_mode():
+        assert torch.allclose(deployed(input_ids=ids, attention_mask=mask), model(ids, mask), atol=1e-5)
+    assert seen == [(4, 9)]  # the runtime ran 9 of the 32 columns
+
+
+def test_trim_cuts_after_the_longest_row_and_keeps_two_columns():
+    from slimkit.runtime.padding import trim
+
+    ids, mask = _padded([5, 9, 3], 32)
+    assert [t.shape for t in trim((ids, mask), 1)] == [(3, 9), (3, 9)]
+    assert [t.shape for t in trim(_padded([1], 8), 1)] == [(1, 2), (1, 2)]
+    full = _padded([8, 2], 8)
+    assert trim(full, 1) is full
+
+
+class PerToken(TwoInputs):
+    def forward(self, input_ids, attention_mask):
+        return self.embed(input_ids) * attention_mask.unsqueeze(-1)
+
+
+def test_a_model_whose_output_has_a_token_axis_is_not_trimmed(tmp_path):
+    model = PerToken().eval()
+    slimkit.apply(model, slimkit.Export(repeats=3), example_inputs=_padded([3], 8), out_dir=tmp_path)
+    assert json.loads((tmp_path / "deploy" / "deploy.json").read_text())["trim_padding"] is None

@@ -19,6 +19,7 @@ from ..measure.latency import batch_of, fixed_threads, interleaved_timings
 from ..runtime import RUNTIMES, Predictor, is_quantized, verify
 from ..runtime.deploy import write_deployed
 from ..runtime.onnxruntime import tensorrt_providers
+from ..runtime.padding import trimming
 
 ONNX_BASED = ("onnxruntime", "openvino")  # prepared from the step's own model.onnx instead of exporting again
 
@@ -48,24 +49,27 @@ def candidate_list(model: nn.Module, runtimes: tuple[str, ...], precisions: tupl
 
 
 def candidate_predictors(model: nn.Module, pairs: list[tuple[str, str]], onnx_path: Path, inputs: tuple, threads: int,
-                         device: str = "cpu", opt_level: str = "all") -> tuple[dict[str, Predictor], dict[str, str]]:
+                         device: str = "cpu", opt_level: str = "all", trim: int | None = None
+                         ) -> tuple[dict[str, Predictor], dict[str, str]]:
     """({"runtime/precision": predictor}, {"runtime/precision": why it could not be built}) for inputs shaped
-    like ``inputs`` (runtimes with static shapes are prepared for exactly these)."""
+    like ``inputs`` (runtimes with static shapes are prepared for exactly these). ``trim``: the position of the
+    attention mask when padding columns are trimmed before the runtime runs (runtimes with dynamic shapes)."""
     built, failed = {}, {}
     for name, precision in pairs:
         runtime, key = RUNTIMES[name], f"{name}/{precision}"
         source = onnx_path if name in ONNX_BASED else model
         options = {"opt_level": opt_level} if name == "onnxruntime" else {}
         try:
-            built[key] = runtime.prepare(source, inputs, threads=threads, precision=precision,
-                                         device=device if name in ("eager", "compile", "onnxruntime") else "cpu", **options)
+            predictor = runtime.prepare(source, inputs, threads=threads, precision=precision,
+                                        device=device if name in ("eager", "compile", "onnxruntime") else "cpu", **options)
+            built[key] = predictor if trim is None or runtime.static_shapes else trimming(predictor, trim)
         except UserError as exc:  # the runtime cannot take this model (the message names the op): left out
             failed[key] = str(exc)
     return built, failed
 
 
 def choose(model: nn.Module, pairs: list[tuple[str, str]], onnx_path: Path, ctx, batch_sizes: tuple[int, ...],
-           tolerances: dict[str, float], repeats: int = 20, opt_level: str = "all") -> dict:
+           tolerances: dict[str, float], repeats: int = 20, opt_level: str = "all", trim: int | None = None) -> dict:
     """Verify every candidate against eager PyTorch on real inputs at each batch size, time those within their
     precision's tolerance side by side, and return {"chosen", "tolerances", "batch_sizes", "candidates":
     {name: {"max_abs_diff", "latency_ms": {"bs<N>": {"median", "iqr"}}, "kept", "reason"}}}."""
@@ -77,7 +81,7 @@ def choose(model: nn.Module, pairs: list[tuple[str, str]], onnx_path: Path, ctx,
             # built once at the first batch size; a static-shape runtime again for each (while it is still kept)
             build = [(n, p) for n, p in pairs if table.get(f"{n}/{p}", {}).get("kept", True)
                      and (not predictors or RUNTIMES[n].static_shapes)]
-            fresh, failed = candidate_predictors(model, build, onnx_path, inputs, ctx.threads, ctx.device, opt_level)
+            fresh, failed = candidate_predictors(model, build, onnx_path, inputs, ctx.threads, ctx.device, opt_level, trim)
             predictors.update(fresh)
             table.update({key: {"kept": False, "reason": reason} for key, reason in failed.items()})
             runners = {}
@@ -105,9 +109,10 @@ def choose(model: nn.Module, pairs: list[tuple[str, str]], onnx_path: Path, ctx,
     return {"chosen": chosen, "tolerances": tolerances, "batch_sizes": list(batch_sizes), "candidates": table}
 
 
-def select_backend(model: nn.Module, cfg, ctx, diffs: dict[str, float], tolerances: dict[str, float]) -> dict:
+def select_backend(model: nn.Module, cfg, ctx, diffs: dict[str, float], tolerances: dict[str, float],
+                   trim: int | None = None) -> dict:
     """Resolve ``cfg.backend`` for the Export step, write ``deploy/`` (the artifact and deploy.json), and record
-    any choice but the default onnxruntime in backend.json in the run directory."""
+    any choice but the default onnxruntime in backend.json in the run directory. ``trim``: see :func:`choose`."""
     onnx_path = ctx.out_dir / "model.onnx"
     record = {"requested": cfg.backend, "ort_opt_level": cfg.ort_opt_level, "onnx_max_abs_diff": diffs}
     precision = "int8" if is_quantized(model) else "fp32"
@@ -119,7 +124,7 @@ def select_backend(model: nn.Module, cfg, ctx, diffs: dict[str, float], toleranc
         record.update(chosen=f"onnxruntime/{precision}", providers=providers)
     elif cfg.backend == "auto":
         pairs, skipped = candidate_list(model, cfg.candidates, cfg.precisions)
-        record.update(choose(model, pairs, onnx_path, ctx, cfg.batch_sizes, tolerances, cfg.repeats, cfg.ort_opt_level))
+        record.update(choose(model, pairs, onnx_path, ctx, cfg.batch_sizes, tolerances, cfg.repeats, cfg.ort_opt_level, trim))
         record["candidates"].update({name: {"kept": False, "reason": reason} for name, reason in skipped.items()})
         if record["chosen"] is None:
             raise UserError("export: backend auto found no runtime that runs this model within its tolerance: "
@@ -137,23 +142,26 @@ def select_backend(model: nn.Module, cfg, ctx, diffs: dict[str, float], toleranc
     if cfg.backend != "onnxruntime":  # the default needs no record: model.onnx is what it runs
         (ctx.out_dir / "backend.json").write_text(json.dumps(record, indent=2))
         ctx.artifacts["backend"] = "backend.json"
-    deploy(model, record, cfg, ctx, tolerances, diffs["onnx"])
+    deploy(model, record, cfg, ctx, tolerances, diffs["onnx"], trim)
     return record
 
 
-def deploy(model: nn.Module, record: dict, cfg, ctx, tolerances: dict[str, float], onnx_diff: float) -> None:
+def deploy(model: nn.Module, record: dict, cfg, ctx, tolerances: dict[str, float], onnx_diff: float,
+           trim: int | None = None) -> None:
     """Write ``deploy/``: the chosen runtime's artifact and deploy.json with its measured latency per batch size."""
     runtime, precision = record["chosen"].split("/")
     row = record.get("candidates", {}).get(record["chosen"])
     if row is None:  # not timed by auto: verify and time the chosen runtime now, as auto does its candidates
         single = choose(model, [(runtime, precision)], ctx.out_dir / "model.onnx", ctx, cfg.batch_sizes, tolerances,
-                        cfg.repeats, cfg.ort_opt_level)
+                        cfg.repeats, cfg.ort_opt_level, trim)
         row = single["candidates"][record["chosen"]]
         if not row["kept"]:
             raise UserError(f"export: backend {runtime} ({precision}): {row['reason']}")
         row = {**row, "max_abs_diff": max(row["max_abs_diff"], onnx_diff)}
     latency, diff = row["latency_ms"], row["max_abs_diff"]
     write_deployed(RUNTIMES[runtime], model, ctx.example_inputs, ctx.out_dir / "deploy", precision=precision,
-                   latency_ms=latency, threads=ctx.threads, max_abs_diff=diff, tolerance=tolerances[precision])
+                   latency_ms=latency, threads=ctx.threads, max_abs_diff=diff, tolerance=tolerances[precision],
+                   source=ctx.out_dir / "model.onnx" if runtime in ONNX_BASED and cfg.dynamic_batch else model,
+                   trim=None if RUNTIMES[runtime].static_shapes else trim)
     ctx.artifacts["deploy"] = "deploy/deploy.json"
     ctx.notes.append(f"export: deploy/ holds {runtime} {precision} (load with slimkit.load_deployed)")

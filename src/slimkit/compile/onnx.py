@@ -9,8 +9,9 @@ from torch import nn
 from ..errors import UserError
 from ..recipe import StepConfig, check, register
 from ..runtime import RUNTIMES, TOLERANCES, is_quantized, verify
-from ..runtime.onnx import export_onnx
+from ..runtime.onnx import export_onnx, input_names
 from ..runtime.onnxruntime import to_fp16
+from ..runtime.padding import MASK, mask_position, padding_is_inert
 from .backends import select_backend
 
 
@@ -45,6 +46,10 @@ class Export(StepConfig):
         batch_sizes: batch sizes (rows) at which the choice is timed; the winner has the smallest geometric
             mean of its latency relative to the fastest candidate at each. deploy.json records each.
         repeats: timed samples per candidate and batch size.
+        trim_padding: for token models (an ``attention_mask`` input shaped like every other input), export a
+            symbolic token dimension and cut each batch after the last column any row's mask covers before the
+            runtime runs it (tokenizers pad short sentences to a fixed length). Only when the model's output is
+            checked to ignore masked columns; runtimes with static shapes (ExecuTorch) run the full length.
     """
 
     key = "export"
@@ -62,6 +67,7 @@ class Export(StepConfig):
     precisions: tuple[str, ...] = tuple(TOLERANCES)
     batch_sizes: tuple[int, ...] = (1,)
     repeats: int = 20
+    trim_padding: bool = True
 
     def __post_init__(self):
         check(13 <= self.opset <= 23, "opset", f"must be in 13..23, got {self.opset}")
@@ -85,8 +91,9 @@ def export(model: nn.Module, cfg: Export, ctx) -> nn.Module:
     """Write model.onnx (and model.fp16.onnx) into the run directory, check them against PyTorch on
     batch 1 and 2 in onnxruntime, and choose the backend (backend.json)."""
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    path = export_onnx(model, ctx.example_inputs, ctx.out_dir / "model.onnx", cfg.opset, cfg.dynamic_batch)
     probe = ctx.batch(2) if cfg.dynamic_batch else ctx.example_inputs
+    trim = _padding_to_trim(model, cfg, ctx, probe)
+    path = export_onnx(model, ctx.example_inputs, ctx.out_dir / "model.onnx", cfg.opset, cfg.dynamic_batch, trim is not None)
     ort = RUNTIMES["onnxruntime"]
     diff = verify(ort.prepare(path, probe, threads=ctx.threads, opt_level=cfg.ort_opt_level), model, probe)
     atol, name = (cfg.atol_quantized, "atol_quantized") if is_quantized(model) else (cfg.atol, "atol")
@@ -106,5 +113,17 @@ def export(model: nn.Module, cfg: Export, ctx) -> nn.Module:
         ctx.notes.append(f"export: model.fp16.onnx (onnxruntime float16 conversion, FP32 inputs/outputs) matches "
                          f"PyTorch FP32 within {diffs['onnx_fp16']:.1e} (max abs)")
     tolerances = {"fp32": cfg.atol, "fp16": cfg.atol_fp16, "bf16": cfg.atol_bf16, "int8": cfg.atol_quantized}
-    select_backend(model, cfg, ctx, diffs, tolerances)
+    select_backend(model, cfg, ctx, diffs, tolerances, trim)
     return model
+
+
+def _padding_to_trim(model: nn.Module, cfg: Export, ctx, probe: tuple) -> int | None:
+    """The attention mask's input position when padding is trimmed (see ``Export.trim_padding``), else None."""
+    position = mask_position(input_names(model, len(probe)), probe) if cfg.trim_padding and cfg.dynamic_batch else None
+    if position is None:
+        return None
+    if not padding_is_inert(model, probe, position):
+        ctx.notes.append(f"export: padding is not trimmed: the output changes when {MASK} masks columns out")
+        return None
+    ctx.notes.append(f"export: each batch runs up to its longest row ({MASK}); padding columns after it are trimmed")
+    return position

@@ -86,8 +86,9 @@ class Quantize(StepConfig):
         weights: ``int2``..``int8`` (integer), ``binary`` (sign times a per-channel mean magnitude,
             1 bit per weight), or ``fp16``/``bf16`` (float cast, norms kept in FP32).
         activations: ``int8`` (static: ranges calibrated on data), ``dynamic`` (weights stored in
-            int8, activations left in float for runtimes that quantize them on the fly) or ``none``
-            (weight-only).
+            int8, activations left in float for runtimes that quantize them on the fly: onnxruntime's
+            integer MatMul) or ``none`` (weight-only: the ONNX graph holds the integer weights and their
+            dequantization, which OpenVINO runs as compressed weights next to float activations).
         granularity: one weight scale per output channel or per tensor.
         observer: how activation ranges are chosen from calibration data.
         weight_observer: how weight ranges are chosen (``mse`` helps at 4 bits and below).

@@ -147,7 +147,7 @@ def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple]
         fmt = _weight_format(cfg, module, bits[name])
         layer_static = static and not isinstance(module, nn.Embedding)
         quant = QUANT_TYPES[type(module)](module, fmt, layer_static)
-        quant.quantize_output = cfg.output_qdq
+        quant.quantize_output, quant.dynamic = cfg.output_qdq, cfg.activations == "dynamic"
         quant.load_float(module.weight, getattr(module, "bias", None), cfg.weight_observer, *observers.get(name, ()))
         model.set_submodule(name, quant)
         plan.layers[name] = {**dataclasses.asdict(fmt), "static": layer_static}
@@ -172,7 +172,7 @@ def rebuild(model: nn.Module, config: dict, plan: dict) -> nn.Module:
         module = model.get_submodule(name)
         fmt = WeightFormat(**{k: v for k, v in layer.items() if k != "static"})
         quant = QUANT_TYPES[type(module)](module, fmt, layer["static"])
-        quant.quantize_output = cfg.output_qdq
+        quant.quantize_output, quant.dynamic = cfg.output_qdq, cfg.activations == "dynamic"
         model.set_submodule(name, quant)
     return model
 

@@ -1,6 +1,7 @@
 """ONNX export of weight-quantized models with onnxruntime's dynamic INT8 (for Linear-heavy models).
 
-Static int8 models need nothing special: ``slimkit.runtime.onnx.export_onnx`` already emits QDQ.
+Static int8 models need nothing special: ``slimkit.runtime.onnx.export_onnx`` already emits QDQ; weight-only
+ones keep integer weights whose dequantization is part of the graph (OpenVINO runs them as compressed weights).
 """
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ def export_dynamic_int8(model: nn.Module, example_inputs: tuple, path: str | Pat
 
 
 def _runs_dynamic_int8(model: nn.Module) -> bool:
-    """int8 weights without calibrated activations: onnxruntime quantizes the activations at run time."""
-    return any(isinstance(m, QuantModule) and not m.static and m.fmt.bits == 8 for m in model.modules())
+    """int8 weights with ``activations: dynamic``: onnxruntime quantizes the activations at run time. Weight-only
+    models (``activations: none``) export their integer weights with the dequantization in the graph."""
+    return any(isinstance(m, QuantModule) and m.dynamic and m.fmt.bits == 8 for m in model.modules())
 
 
 register_exporter(_runs_dynamic_int8, export_dynamic_int8)

@@ -71,6 +71,7 @@ class QuantModule(nn.Module, abc.ABC):
             self.register_buffer("bias", torch.zeros(channels) if bias else None)
         self._act: dict[str, tuple[float, int]] = {}
         self.quantize_output = True  # False: the output stays float (see Quantize.output_qdq)
+        self.dynamic = False  # True: runtimes quantize the input on the fly (Quantize.activations: dynamic)
         self.register_load_state_dict_post_hook(lambda module, keys: module._refresh())
 
     def _refresh(self) -> None:

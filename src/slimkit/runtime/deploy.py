@@ -1,8 +1,9 @@
 """The deployable folder: a runtime's artifact plus ``deploy.json``, and :func:`load_deployed` to run it again.
 
 deploy.json: ``{"format": 1, "runtime", "precision", "files", "inputs": [{"name", "shape", "dtype"}],
-"static_batch", "latency_ms": {"bs<N>": {"median", "iqr"}}, "threads", "max_abs_diff", "tolerance",
-"slimkit_version"}``.
+"static_batch", "trim_padding", "latency_ms": {"bs<N>": {"median", "iqr"}}, "threads", "max_abs_diff", "tolerance",
+"slimkit_version"}``. ``trim_padding`` names the attention-mask input when batches are cut to their longest row
+before the runtime runs them (see :mod:`slimkit.runtime.padding`), else null.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..version import __version__
 from . import get_runtime
 from .base import Predictor, Runtime
 from .onnx import input_names
+from .padding import trimming
 
 DEPLOY_FILE = "deploy.json"
 _DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,
@@ -26,17 +28,20 @@ _DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.float
 
 
 def write_deployed(runtime: Runtime, model: nn.Module, example_inputs: tuple, folder: Path, *, precision: str,
-                   latency_ms: dict, threads: int, max_abs_diff: float, tolerance: float, **save_options) -> dict:
-    """Write ``runtime``'s artifact of ``model`` and deploy.json into ``folder``; returns the deploy.json dict."""
+                   latency_ms: dict, threads: int, max_abs_diff: float, tolerance: float, source=None,
+                   trim: int | None = None, **save_options) -> dict:
+    """Write ``runtime``'s artifact of ``model`` (or of ``source``, e.g. its verified ONNX file) and deploy.json
+    into ``folder``; ``trim``: the attention mask's input position when padding is trimmed. Returns the record."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = runtime.save(model, example_inputs, folder, precision=precision, **save_options)
+    files = runtime.save(model if source is None else source, example_inputs, folder, precision=precision, **save_options)
     names = input_names(model, len(example_inputs))
     record = {
         "format": 1, "runtime": runtime.name, "precision": precision,
         "files": [str(f.relative_to(folder)) for f in files],
         "inputs": [{"name": n, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
                    for n, t in zip(names, example_inputs)],
-        "static_batch": runtime.static_shapes, "latency_ms": latency_ms, "threads": threads,
+        "static_batch": runtime.static_shapes, "trim_padding": None if trim is None else names[trim],
+        "latency_ms": latency_ms, "threads": threads,
         "max_abs_diff": max_abs_diff, "tolerance": tolerance, "slimkit_version": __version__,
     }
     (folder / DEPLOY_FILE).write_text(json.dumps(record, indent=2))
@@ -84,6 +89,8 @@ def _schema_problem(record) -> str | None:
             and isinstance(i.get("shape"), list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in i["shape"])
             for i in inputs)):
         return "`inputs` must list {name, shape, dtype} with positive integer shapes"
+    if record.get("trim_padding") not in (None, *(i["name"] for i in inputs)):
+        return "`trim_padding` must be null or the name of an input"
     return None
 
 
@@ -105,4 +112,7 @@ def load_deployed(folder: str | Path, *, threads: int = 1) -> Deployed:
     example = tuple(torch.zeros(i["shape"], dtype=_DTYPES[i["dtype"]]) for i in record["inputs"])
     source = folder if record["runtime"] in ("eager", "compile") else artifact
     predictor = runtime.prepare(source, example, threads=threads, precision=record["precision"])
+    names = [i["name"] for i in record["inputs"]]
+    if record.get("trim_padding"):
+        predictor = trimming(predictor, names.index(record["trim_padding"]))
     return Deployed(predictor, record)

@@ -36,8 +36,11 @@ def input_names(model: nn.Module, count: int) -> list[str]:
     return names[:count]
 
 
-def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, opset: int = 18, dynamic_batch: bool = True) -> Path:
-    """Export with torch.export-based ONNX exporter; falls back to the TorchScript exporter if it fails."""
+def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, opset: int = 18, dynamic_batch: bool = True,
+                dynamic_tokens: bool = False) -> Path:
+    """Export with torch.export-based ONNX exporter; falls back to the TorchScript exporter if it fails.
+
+    ``dynamic_tokens``: every input's dimension 1 (tokens, up to the example's length) is symbolic too."""
     require("onnx", "onnx")
     path = Path(path)
     for applies, exporter in _EXPORTERS:
@@ -46,7 +49,10 @@ def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, opset
     model = model.eval().cpu()
     example_inputs = tuple(t.cpu() for t in example_inputs)
     names = input_names(model, len(example_inputs))
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    dims = {0: torch.export.Dim("batch", min=1, max=4096)} if dynamic_batch else {}
+    if dynamic_tokens:
+        dims[1] = torch.export.Dim("tokens", min=2, max=max(2, example_inputs[0].shape[1]))
+    axes = {i: {0: "batch", 1: "tokens"}[i] for i in dims}
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # torchvision-op notices
     logging.getLogger("onnxscript.optimizer").setLevel(logging.ERROR)  # constant-folding notices on shape ops
     try:
@@ -55,7 +61,7 @@ def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, opset
             torch.onnx.export(
                 model, example_inputs, str(path), input_names=names, output_names=["output"], opset_version=opset,
                 dynamo=True, verbose=False, external_data=False,
-                dynamic_shapes=tuple({0: batch} for _ in example_inputs) if dynamic_batch else None,
+                dynamic_shapes=tuple(dict(dims) for _ in example_inputs) if dims else None,
             )
     except Exception as first:  # the dynamo exporter rejects some models the TorchScript one handles
         try:
@@ -63,7 +69,7 @@ def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, opset
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     model, example_inputs, str(path), input_names=names, output_names=["output"], opset_version=opset,
-                    dynamo=False, dynamic_axes={n: {0: "batch"} for n in [*names, "output"]} if dynamic_batch else None,
+                    dynamo=False, dynamic_axes={**{n: axes for n in names}, **({"output": {0: "batch"}} if dynamic_batch else {})} or None,
                 )
         except Exception as second:
             from .diagnose import unsupported_op
