@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         text = text_data.load(text_model.tokenizer, n=160).subset(train=64)
     else:
         batch_sizes, repeats, candidates, include = (1, 64), 30, ("eager", "compile", "onnxruntime", "openvino", "executorch"), PEERS
-        # MiniLM at 32 x 128 tokens takes ~1.5 s a call in eager here: batch 32 (DESIGN's reference) and 10 samples
+        # MiniLM at 32 x 128 tokens takes ~1.5 s a call in eager here: batch 32 (the reference batch) and 10 samples
         text_batches, text_repeats = (1, 32), 10
         text_model = slimkit.load_model("zoo:minilm")
         text = slimkit.load_data("text", model=text_model).subset(train=256)

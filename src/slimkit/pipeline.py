@@ -103,7 +103,7 @@ def compress(
     ``out_dir`` receives checkpoint/ (safetensors + history.json), model.onnx when exported, and
     report.json/.md/.html. It is written to a temporary sibling first and only appears complete.
     ``metric_backend`` (eager | onnxruntime) is where the task metric is computed after each step.
-    Returns the report dict (schema in DESIGN.md).
+    Returns the report dict (the report.json schema in docs/report.md).
     """
     from .report import write_reports
 

@@ -42,7 +42,7 @@ def measure(
     repeats: int = 30,
     metric_backend: str = "eager",
 ) -> dict:
-    """Measure a model; returns the METRICS dict of DESIGN.md's report.json.
+    """Measure a model; returns the METRICS dict of report.json (docs/report.md).
 
     Args:
         example_inputs: batch-1 inputs (taken from ``data`` when omitted).
@@ -93,7 +93,7 @@ def measure(
 
 
 class _CallableModule(types.ModuleType):
-    """This package, callable as :func:`measure`: ``sk.measure(model, ...)`` is DESIGN's API, and
+    """This package, callable as :func:`measure`: ``sk.measure(model, ...)`` is the public API (docs/api.md), and
     ``import slimkit.measure.latency`` still finds the submodules (a function of that name would hide them)."""
 
     def __call__(self, *args, **kwargs) -> dict:

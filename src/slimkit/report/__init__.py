@@ -1,4 +1,4 @@
-"""Reports: report.json (the schema of DESIGN.md), report.md and a self-contained report.html."""
+"""Reports: report.json (its schema is in docs/report.md), report.md and a self-contained report.html."""
 from __future__ import annotations
 
 import json

@@ -1,6 +1,6 @@
 """Which charts a report gets, and the numbers behind each: trade-offs, stages, layers, weights, roofline.
 
-Every function takes report dicts (DESIGN.md's report.json) and returns SVG strings; a chart whose data
+Every function takes report dicts (report.json, schema in docs/report.md) and returns SVG strings; a chart whose data
 the report lacks (older reports, runs without a metric, no peers or roofline) is left out silently.
 Optional report keys read here: ``peers``, ``roofline`` and ``sensitivity`` (``{"metric": str,
 "layers": {name: metric drop}}``) at the top level; ``layers`` and ``weight_histogram`` in METRICS.

@@ -169,7 +169,7 @@ def peer_report(model: nn.Module, example_inputs: tuple, *, labels: dict, task: 
                 against: str | Path | None = None, include=PEERS, batch_sizes=(1, 64), threads: int = 1,
                 repeats: int = 30, device: str = "cpu", progress: bool = False, macs_target: float | None = None,
                 fine_tune: Callable[[nn.Module], nn.Module] | None = None) -> dict:
-    """A report.json dict (DESIGN.md schema plus ``peers`` and ``roofline``) comparing ``model``'s peers.
+    """A report.json dict (the schema in docs/report.md, plus ``peers`` and ``roofline``) comparing ``model``'s peers.
 
     ``baseline`` is the FP32 model (latency from its eager and onnxruntime peers); ``final`` is the
     ``against`` run's final metrics when that run has a report.json, else the baseline.
