@@ -192,3 +192,18 @@ def test_a_model_whose_output_has_a_token_axis_is_not_trimmed(tmp_path):
     model = PerToken().eval()
     slimkit.apply(model, slimkit.Export(repeats=3), example_inputs=_padded([3], 8), out_dir=tmp_path)
     assert json.loads((tmp_path / "deploy" / "deploy.json").read_text())["trim_padding"] is None
+
+
+def test_weight_only_int8_deploys_to_openvino_as_int8_weights_and_reloads(tmp_path):
+    """activations: none keeps int8 weights in the graph: the OpenVINO IR holds them (a quarter of the FP32 bytes)
+    and reloads as an int8 artifact."""
+    pytest.importorskip("openvino")
+    model = _tiny_sentence_embedder()
+    example = _padded([5, 7], 32)
+    quantized = slimkit.apply(model, slimkit.Quantize(weights="int8", activations="none"), example_inputs=example)
+    slimkit.apply(quantized, slimkit.Export(backend="openvino", repeats=3), example_inputs=example, out_dir=tmp_path)
+    deployed = slimkit.load_deployed(tmp_path / "deploy")
+    assert deployed.precision == "int8" and 'element_type="i8"' in (tmp_path / "deploy" / "model.xml").read_text()
+    ids, mask = _padded([5, 9, 3, 7], 32)
+    with torch.inference_mode():
+        assert (deployed(ids, mask) - quantized(ids, mask)).abs().max() < 1e-4

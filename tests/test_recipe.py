@@ -113,3 +113,13 @@ def test_apply_returns_a_new_model_and_leaves_its_input_alone(config):
     assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in before.items()}
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     assert type(model[0]) is nn.Conv2d and not list(model[0].parametrizations.keys() if hasattr(model[0], "parametrizations") else [])
+
+
+def test_compress_leaves_its_input_model_alone(tmp_path):
+    torch.manual_seed(0)
+    model = sk.load_model("zoo:digits-cnn")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    recipe = sk.Recipe([sk.Quantize(activations="none"), sk.ChannelPrune(ratio=0.5)])
+    sk.compress(model, recipe, example_inputs=(torch.randn(1, 1, 8, 8),), out_dir=tmp_path / "run", backends=(), progress=False)
+    assert model.state_dict().keys() == before.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())

@@ -103,7 +103,7 @@ def compress(
     ``out_dir`` receives checkpoint/ (safetensors + history.json), model.onnx when exported, and
     report.json/.md/.html. It is written to a temporary sibling first and only appears complete.
     ``metric_backend`` (eager | onnxruntime) is where the task metric is computed after each step.
-    Returns the report dict (the report.json schema in docs/report.md).
+    ``model`` itself is not modified. Returns the report dict (the report.json schema in docs/report.md).
     """
     from .report import write_reports
 
@@ -126,6 +126,7 @@ def compress(
     stop_if_non_finite(model, example_inputs, "the input model")
     base, history = origin(model)["base"], list(origin(model)["history"])
     reference = copy.deepcopy(model).eval()
+    model = copy.deepcopy(model)  # the caller's model is left as it was
     say = _printer(progress)
 
     def measured(m: nn.Module) -> dict:  # everything but latency, which is timed side by side at the end

@@ -47,7 +47,10 @@ def is_quantized(source: Source) -> bool:
     if path.suffix == ".onnx":
         onnx = importlib.import_module("onnx")
         return any(n.op_type in _QUANTIZED_ONNX_OPS for n in onnx.load(str(path), load_external_data=False).graph.node)
-    return path.suffix == ".xml" and 'type="FakeQuantize"' in path.read_text(errors="replace")
+    if path.suffix != ".xml":
+        return False
+    text = path.read_text(errors="replace")  # FakeQuantize: static INT8; int8 constants: integer weights
+    return 'type="FakeQuantize"' in text or 'element_type="i8"' in text
 
 
 class Runtime(ABC):
