@@ -1,5 +1,6 @@
 """The import graph of slimkit, read from the source (every import statement, function-local ones included):
-no module may reach itself again through imports."""
+no module may reach itself again through imports, the core imports no technique, and techniques use each other
+only through their packages' public ``__init__``."""
 import ast
 from pathlib import Path
 
@@ -81,3 +82,39 @@ def test_no_import_cycles_not_even_through_function_local_imports():
 def test_the_cycle_check_finds_a_cycle_through_a_local_import():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+CORE = {"recipe", "pipeline", "models", "data", "measure", "runtime", "report", "train", "graph", "files", "errors",
+        "version", "devices", "recipes"}
+TECHNIQUES = {"prune", "quantize", "distill", "lowrank", "cluster", "arch", "search", "compile", "spaces"}
+APPLICATION = {"slimkit", "slimkit.cli", "slimkit.__main__"}  # the package root and the CLI may import anything
+
+
+def layering_breaks(graph: dict[str, set[str]]) -> list[str]:
+    """Imports from the core into a technique, and from one technique into another's modules (not its package)."""
+    def floor(module: str) -> str:
+        return module.split(".")[1]
+
+    breaks = []
+    for module, targets in sorted(graph.items()):
+        if module in APPLICATION:
+            continue
+        for target in sorted(targets - APPLICATION):
+            here, there = floor(module), floor(target)
+            assert here in CORE | TECHNIQUES and there in CORE | TECHNIQUES, f"put {module} or {target} on a floor"
+            if here in CORE and there in TECHNIQUES:
+                breaks.append(f"core {module} imports technique {target}")
+            elif here in TECHNIQUES and there in TECHNIQUES and here != there and target != f"slimkit.{there}":
+                breaks.append(f"{module} imports {target}, not the public slimkit.{there}")
+    return breaks
+
+
+def test_the_core_imports_no_technique_and_techniques_meet_only_through_their_packages():
+    assert layering_breaks(imports(modules())) == []
+
+
+def test_the_layering_check_sees_a_break():
+    graph = {"slimkit.train": {"slimkit.prune.masks"}, "slimkit.search.policy": {"slimkit.prune", "slimkit.prune.channel"},
+             "slimkit.cli": {"slimkit.prune.channel"}}
+    assert layering_breaks(graph) == ["slimkit.search.policy imports slimkit.prune.channel, not the public slimkit.prune",
+                                      "core slimkit.train imports technique slimkit.prune.masks"]

@@ -10,8 +10,7 @@ import slimkit
 from slimkit.errors import UserError
 from slimkit.measure.counts import count_macs
 from slimkit.measure.metric import evaluate
-from slimkit.prune import ChannelPrune, ChannelPruner
-from slimkit.prune.surgery import shrink
+from slimkit.prune import ChannelPrune, ChannelPruner, shrink
 from slimkit.recipe import ConfigError, Recipe
 from slimkit.search.netadapt import netadapt
 from slimkit.search.policy import PruningProblem, holdout, recalibrate_bn, search_policy

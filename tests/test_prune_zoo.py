@@ -8,8 +8,7 @@ from torch import nn
 import slimkit.prune  # noqa: F401  (registers the pruning steps)
 from slimkit.measure.counts import count_macs, count_params
 from slimkit.models.zoo import ResNetSmall
-from slimkit.prune import ChannelPruner
-from slimkit.prune.surgery import shrink
+from slimkit.prune import ChannelPruner, shrink
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

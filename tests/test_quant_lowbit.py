@@ -9,8 +9,8 @@ from torch import nn
 
 import slimkit
 import slimkit.quantize as q
-from slimkit.compile.fold import conv_bn_pairs, fold_batchnorm
 from slimkit.errors import UserError
+from slimkit.graph.fold import conv_bn_pairs, fold_batchnorm
 from slimkit.quantize.calibrate import task_batches
 from slimkit.quantize.cle import equalization_pairs, equalize
 from slimkit.quantize.mixed import tensor_bytes

@@ -10,10 +10,11 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from .data.task import Task, batches
 from .errors import UserError
@@ -207,6 +208,34 @@ def cosine_to_teacher(teacher: nn.Module, n_inputs: int) -> LossFn:
     return loss
 
 
+class WeightMask(nn.Module):
+    """Parametrization ``weight = original * mask``: masked-out weights stay zero while the rest train."""
+
+    def __init__(self, mask: Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * self.mask
+
+
+@contextlib.contextmanager
+def zeros_kept(model: nn.Module) -> Iterator[None]:
+    """Inside the block, Linear/Conv weights that are exactly zero (pruned) stay zero while the rest train.
+
+    Clustered and quantized layers are not touched: their weights are not plain parameters.
+    """
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+              and isinstance(getattr(m, "weight", None), nn.Parameter) and bool((m.weight == 0).any())]
+    for layer in layers:
+        parametrize.register_parametrization(layer, "weight", WeightMask((layer.weight != 0).to(layer.weight.dtype)))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+
+
 @register(FineTune)
 def fine_tune(model: nn.Module, cfg: FineTune, ctx) -> nn.Module:
     """Fine-tune on ctx.task; embedding tasks are tuned towards the embeddings of the model the run started
@@ -215,8 +244,6 @@ def fine_tune(model: nn.Module, cfg: FineTune, ctx) -> nn.Module:
     loss_fn = None
     if task.metric == "cosine":
         loss_fn = cosine_to_teacher(ctx.reference.to(ctx.device).eval(), task.n_inputs)
-    from .prune.masks import zeros_kept
-
     with zeros_kept(model) if cfg.keep_zeros else contextlib.nullcontext():
         fit(model, task, cfg, loss_fn=loss_fn, device=ctx.device, progress=ctx.progress)
     return model.to("cpu")

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..files import read_text, yaml_loader
+from ..models.spec import register_scheme
 from .blocks import BLOCKS, conv_bn
 
 REQUIRED = ("type", "out")
@@ -139,6 +140,9 @@ def load_arch(text: str) -> ArchNet:
     except (RecursionError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(f"{source}: not a valid architecture ({type(exc).__name__}: {exc}).") from None
     return ArchNet(config)
+
+
+register_scheme("arch", load_arch)
 
 
 def _load_yaml(text: str):

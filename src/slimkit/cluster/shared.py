@@ -74,3 +74,7 @@ class ClusteredLayer(nn.Module):
             return F.embedding(x, weight, layer.padding_idx, layer.max_norm, layer.norm_type,
                                layer.scale_grad_by_freq, layer.sparse)
         return layer._conv_forward(x, weight, layer.bias)
+
+    def float_weight(self) -> Tensor:
+        """The codebook lookup (:class:`slimkit.measure.layers.StoredWeight`)."""
+        return self.shared()

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..graph.fold import LAYERS, fold_into, graph_pairs, sequential_pairs
 from ..recipe import StepConfig, register
-from .fold import LAYERS, fold_into, graph_pairs, sequential_pairs
 
 IDENTITIES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 DROPOUT_FUNCTIONS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, torch.dropout)

@@ -9,9 +9,8 @@ from torch.nn import functional as F
 
 from ..errors import UserError
 from ..models import load_model
-from ..prune.masks import zeros_kept
 from ..recipe import register
-from ..train import fit
+from ..train import fit, zeros_kept
 from .config import Distill
 from .losses import Taps, adapter, embedding_loss, soft_target_loss
 from .students import layer_stack, narrower, resnet_small_like, shallower

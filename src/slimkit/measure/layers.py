@@ -2,30 +2,33 @@
 histogram of all weights (as the layers compute with them: dequantized, decoded from a codebook)."""
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 from torch import Tensor, nn
 
 HISTOGRAM_BINS = 60
 
 
+@runtime_checkable
+class StoredWeight(Protocol):
+    """A layer that stores its weight in another form (quantized, a codebook) and computes with it as floats."""
+
+    def float_weight(self) -> Tensor:
+        """The float weight the layer computes with."""
+
+
 def layer_weights(model: nn.Module) -> dict[str, Tensor]:
     """The float weight matrix/kernel of every Linear/Conv/Embedding-like layer, by module name.
 
-    Quantized layers give their dequantized weight and clustered layers their codebook lookup, so
-    every stage of a run is described in the same terms. Norm layers (1-D weights) are left out.
+    Layers that store their weight in another form (:class:`StoredWeight`: quantized, clustered) give
+    the float weight they compute with, so every stage of a run is described in the same terms. Norm
+    layers (1-D weights) are left out.
     """
-    from ..cluster.shared import ClusteredLayer
-    from ..quantize.modules import QuantModule
-
     out = {}
     with torch.no_grad():
         for name, module in model.named_modules():
-            if isinstance(module, QuantModule):
-                weight = module.weight()
-            elif isinstance(module, ClusteredLayer):
-                weight = module.shared()
-            else:
-                weight = getattr(module, "weight", None)
+            weight = module.float_weight() if isinstance(module, StoredWeight) else getattr(module, "weight", None)
             if name and isinstance(weight, Tensor) and weight.dim() >= 2:
                 out[name] = weight.detach().float().cpu()
     return out

@@ -11,8 +11,16 @@ from torch import nn
 from ..errors import UserError
 from . import checkpoint, zoo
 
-DATA_PREFIXES = ("zoo:", "hf:", "arch:")  # SPECs that are data: building them runs no code named in them
+SCHEMES: dict[str, str] = {"arch": "slimkit.arch"}  # SPEC scheme -> the package that registers its loader
+_LOADERS: dict[str, Callable[[str], nn.Module]] = {}
+# SPECs that are data: building them runs no code named in them
+DATA_PREFIXES = ("zoo:", "hf:", *(f"{scheme}:" for scheme in SCHEMES))
 SPECS = "zoo:NAME, hf:DIR, arch:FILE, package.module:callable or a checkpoint folder"
+
+
+def register_scheme(scheme: str, loader: Callable[[str], nn.Module]) -> None:
+    """Build ``scheme:REST`` SPECs (a scheme of :data:`SCHEMES`) with ``loader(REST)``."""
+    _LOADERS[scheme] = loader
 
 
 def _callable_parts(spec: str) -> tuple[str, str]:
@@ -64,10 +72,10 @@ def _build_base(spec: str) -> nn.Module:
         from . import hf
 
         return hf.load(rest)
-    if kind == "arch":  # an slimkit.arch architecture: a YAML/JSON file or inline JSON
-        from ..arch import load_arch
-
-        return load_arch(rest)
+    if kind in SCHEMES:
+        if kind not in _LOADERS:
+            importlib.import_module(SCHEMES[kind])
+        return _LOADERS[kind](rest)
     if ":" in spec:
         fn = import_callable(spec)
         try:

@@ -1,13 +1,15 @@
 """Pruning: importance criteria, unstructured masks, structured channel removal, N:M sparsity."""
-from .channel import ChannelPrune, ChannelPruner
+from .channel import MAX_RATIO, ChannelPrune, ChannelPruner
 from .importance import Importance, Magnitude, RandomImportance, Snip, Taylor, criterion, ranked_masks
 from .nm import NMSparsity
+from .surgery import shrink
 from .unstructured import MagnitudePrune
 
 __all__ = [
     "ChannelPrune",
     "ChannelPruner",
     "Importance",
+    "MAX_RATIO",
     "MagnitudePrune",
     "Magnitude",
     "NMSparsity",
@@ -16,4 +18,5 @@ __all__ = [
     "Taylor",
     "criterion",
     "ranked_masks",
+    "shrink",
 ]

@@ -20,7 +20,8 @@ from .layers import WEIGHTED, ignored_names
 from . import transformer
 from .surgery import Plan, kept_count, shrink
 
-MAX_RATIO = 0.99  # the largest ratio target_macs may solve for (each group keeps at least one channel anyway)
+MAX_RATIO = 0.99
+"""The largest pruning ratio ``target_macs`` may solve for (each group keeps at least one channel anyway)."""
 
 
 @dataclasses.dataclass

@@ -1,25 +1,10 @@
 """Weight masks that survive training (a parametrization), then become plain tensors with zeros."""
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
-import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .layers import weighted_layers
-
-
-class WeightMask(nn.Module):
-    """Parametrization ``weight = original * mask``: pruned weights stay zero while the rest train."""
-
-    def __init__(self, mask: Tensor):
-        super().__init__()
-        self.register_buffer("mask", mask)
-
-    def forward(self, weight: Tensor) -> Tensor:
-        return weight * self.mask
+from ..train import WeightMask
 
 
 def set_masks(layers: dict[str, nn.Module], masks: dict[str, Tensor]) -> None:
@@ -38,21 +23,6 @@ def make_permanent(layers: dict[str, nn.Module]) -> None:
     for module in layers.values():
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-
-
-@contextlib.contextmanager
-def zeros_kept(model: nn.Module) -> Iterator[None]:
-    """Inside the block, Linear/Conv weights that are exactly zero (pruned) stay zero while the rest train.
-
-    Clustered and quantized layers are not touched: their weights are not plain parameters.
-    """
-    layers = {name: m for name, m in weighted_layers(model).items()
-              if isinstance(getattr(m, "weight", None), nn.Parameter) and bool((m.weight == 0).any())}
-    set_masks(layers, {name: layer.weight.detach() != 0 for name, layer in layers.items()})
-    try:
-        yield
-    finally:
-        make_permanent(layers)
 
 
 def current_masks(layers: dict[str, nn.Module]) -> dict[str, Tensor]:

@@ -22,7 +22,8 @@ def kept_count(n: int, ratio: float, round_to: int = 1) -> int:
 
 
 def shrink(model: nn.Module, plan: Plan) -> nn.Module:
-    """Shrink every module named in ``plan`` in place; returns ``model``."""
+    """Shrink every module named in ``plan`` (e.g. :meth:`ChannelPruner.plan`'s) in place to the channels it
+    keeps; returns ``model``."""
     for name, keep in plan.items():
         try:
             module = model.get_submodule(name)

@@ -109,8 +109,7 @@ def teacher_loss(teacher: nn.Module, task, label_smoothing: float) -> LossFn:
     """Distillation from ``teacher``: ``slimkit.Distill``'s soft-target + label loss, or cosine for embeddings."""
     if task.metric == "cosine":
         return cosine_to_teacher(teacher, task.n_inputs)
-    from ..distill.config import Distill
-    from ..distill.losses import soft_target_loss
+    from ..distill import Distill, soft_target_loss
 
     kd, n = Distill(), task.n_inputs
 

@@ -9,9 +9,9 @@ from typing import Iterable
 
 from torch import nn
 
-from ..compile.fold import conv_bn_pairs, fold_batchnorm
 from ..data.task import Task
 from ..errors import UserError
+from ..graph.fold import conv_bn_pairs, fold_batchnorm
 from ..recipe import register
 from .adaround import adaround_model
 from .bias_correction import correct_biases

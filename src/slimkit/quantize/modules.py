@@ -159,6 +159,10 @@ class QuantModule(nn.Module, abc.ABC):
         scale, zero = self.weight_scale.reshape(-1), self.weight_zero_point.reshape(-1)
         return dequantize(rows, scale, zero, axis=0 if scale.numel() > 1 else None).reshape(self.weight_shape)
 
+    def float_weight(self) -> Tensor:
+        """The dequantized weight (:class:`slimkit.measure.layers.StoredWeight`)."""
+        return self.weight()
+
     def bias_value(self) -> Tensor | None:
         """The float bias (dequantized from int32 with scale input_scale * weight_scale when static)."""
         if not self.static:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from ..prune.channel import MAX_RATIO
+from ..prune import MAX_RATIO
 from .policy import Policy, PruningProblem, Ratios
 
 

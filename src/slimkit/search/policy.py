@@ -20,8 +20,7 @@ from torch import nn
 from ..data.task import Task, batches
 from ..errors import UserError
 from ..measure.metric import evaluate
-from ..prune.channel import MAX_RATIO, ChannelPrune, ChannelPruner
-from ..prune.surgery import shrink
+from ..prune import MAX_RATIO, ChannelPrune, ChannelPruner, shrink
 from ..recipe import Recipe, StepConfig
 
 Ratios = list[float]
