@@ -123,3 +123,16 @@ def test_compress_leaves_its_input_model_alone(tmp_path):
     sk.compress(model, recipe, example_inputs=(torch.randn(1, 1, 8, 8),), out_dir=tmp_path / "run", backends=(), progress=False)
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_registering_a_taken_key_is_an_error_unless_replace():
+    @dataclasses.dataclass
+    class Impostor(StepConfig):
+        key = "quantize"
+
+    sk.Quantize()  # the built-in quantize step is registered
+    with pytest.raises(ValueError, match="already registered by slimkit.quantize.config.Quantize; pass replace=True"):
+        register(Impostor)(lambda model, cfg, ctx: model)
+    from slimkit.recipe import config_class
+
+    assert config_class("quantize") is sk.Quantize

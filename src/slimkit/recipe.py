@@ -10,6 +10,7 @@ import difflib
 import importlib
 import json
 import math
+import sys
 import types
 import typing
 from pathlib import Path
@@ -134,14 +135,20 @@ def _coerce(value, tp, field: str):
     return value
 
 
-def register(config_cls: type[StepConfig], *, replay: Replay | None = None) -> Callable[[Handler], Handler]:
+def register(config_cls: type[StepConfig], *, replay: Replay | None = None,
+             replace: bool = False) -> Callable[[Handler], Handler]:
     """Register ``handler(model, config, ctx) -> model`` for ``config_cls``.
 
     ``replay(model, entry)`` re-applies a structural change recorded in a checkpoint's history, so a
-    reshaped model can be rebuilt before its weights are loaded.
+    reshaped model can be rebuilt before its weights are loaded. A key that another config class already
+    holds is an error unless ``replace=True``.
     """
     if not config_cls.key:
         raise ValueError(f"{config_cls.__name__} needs a non-empty class variable `key`")
+    holder = _CONFIGS.get(config_cls.key)
+    if holder is not None and not replace and _origin(holder) != _origin(config_cls):
+        raise ValueError(f"step {config_cls.key!r} is already registered by {holder.__module__}.{holder.__qualname__}; "
+                         "pass replace=True to replace it")
 
     def decorator(handler: Handler) -> Handler:
         _CONFIGS[config_cls.key] = config_cls
@@ -151,6 +158,12 @@ def register(config_cls: type[StepConfig], *, replay: Replay | None = None) -> C
         return handler
 
     return decorator
+
+
+def _origin(cls: type) -> tuple[str | None, str]:
+    """(source file, qualified name): the same class even when its file is imported again under another name."""
+    module = sys.modules.get(cls.__module__)
+    return getattr(module, "__file__", cls.__module__), cls.__qualname__
 
 
 def config_class(key: str) -> type[StepConfig]:
