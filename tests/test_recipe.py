@@ -136,3 +136,54 @@ def test_registering_a_taken_key_is_an_error_unless_replace():
     from slimkit.recipe import config_class
 
     assert config_class("quantize") is sk.Quantize
+
+
+PLUGIN = '''
+import dataclasses
+
+import torch
+
+import slimkit as sk
+
+
+@dataclasses.dataclass
+class ScaleWeights(sk.StepConfig):
+    """Multiply every weight by ``factor`` (a third-party step for the entry point test)."""
+
+    key = "scale_weights"
+    factor: float = 1.0
+
+
+@sk.register(ScaleWeights)
+def scale_weights(model, cfg, ctx):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(cfg.factor)
+    return model
+'''
+
+
+def test_a_step_from_an_installed_package_reaches_the_cli_through_its_entry_point(tmp_path):
+    """docs/extending.md's recipe: a separate package declares ``[slimkit.steps] scale_weights = MODULE``."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    (site / "slimkit_scale_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "slimkit_scale_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: slimkit-scale-plugin\nVersion: 0.1\n")
+    (site / "slimkit_scale_plugin-0.1.dist-info" / "entry_points.txt").write_text("[slimkit.steps]\nscale_weights = slimkit_scale_plugin\n")
+    (site / "slimkit_scale_plugin.py").write_text(PLUGIN)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("steps:\n  - scale_weights: {factor: 0.5}\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-m", "slimkit", "compress", "--model", "zoo:digits-cnn", "--data", "digits",
+                           "--recipe", str(recipe), "--out", str(tmp_path / "run"), "--backends", "eager"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert [s["name"] for s in report["steps"]] == ["scale_weights"] and report["steps"][0]["config"] == {"factor": 0.5}
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("steps:\n  - scale_weight: {factor: 0.5}\n")
+    done = subprocess.run([sys.executable, "-m", "slimkit", "compress", "--model", "zoo:digits-cnn", "--data", "digits",
+                           "--recipe", str(wrong), "--out", str(tmp_path / "run2")], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "did you mean 'scale_weights'" in done.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import importlib.metadata
 import json
 import math
 import sys
@@ -34,6 +35,10 @@ BUILTIN_STEPS: dict[str, str] = {
     "cluster": "slimkit.cluster",
     "fuse": "slimkit.compile.fuse",
 }
+
+# Installed packages add steps through this entry point group: name = the recipe key, value = the module that
+# registers it (imported the first time a recipe or checkpoint history names the key).
+ENTRY_POINT_GROUP = "slimkit.steps"
 
 Handler = Callable[[nn.Module, "StepConfig", Any], nn.Module]
 Replay = Callable[[nn.Module, dict], nn.Module]
@@ -160,6 +165,13 @@ def register(config_cls: type[StepConfig], *, replay: Replay | None = None,
     return decorator
 
 
+def step_modules() -> dict[str, str]:
+    """{recipe key: module that registers it}: the built-in steps, and those installed packages add through the
+    ``slimkit.steps`` entry point group (a built-in key cannot be taken over this way)."""
+    plugins = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return {**plugins, **BUILTIN_STEPS}
+
+
 def _origin(cls: type) -> tuple[str | None, str]:
     """(source file, qualified name): the same class even when its file is imported again under another name."""
     module = sys.modules.get(cls.__module__)
@@ -167,11 +179,17 @@ def _origin(cls: type) -> tuple[str | None, str]:
 
 
 def config_class(key: str) -> type[StepConfig]:
-    """The config class for a recipe key, importing the built-in module that defines it if needed."""
-    if key not in _CONFIGS and key in BUILTIN_STEPS:
-        importlib.import_module(BUILTIN_STEPS[key])
+    """The config class for a recipe key, importing the module that registers it (built-in or an installed
+    package's ``slimkit.steps`` entry point) if needed."""
+    modules = {} if key in _CONFIGS else step_modules()
+    if key in modules:
+        try:
+            importlib.import_module(modules[key].split(":")[0])
+        except ImportError as exc:
+            raise UserError(f"Step {key!r} comes from {modules[key]!r}, which cannot be imported ({exc}); "
+                            "reinstall the package that provides it.") from None
     if key not in _CONFIGS:
-        known = sorted(set(_CONFIGS) | set(BUILTIN_STEPS))
+        known = sorted(set(_CONFIGS) | set(modules))
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise UserError(f"Unknown step {key!r}; {hint}known steps: {', '.join(known)}.")
