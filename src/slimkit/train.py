@@ -14,10 +14,10 @@ from typing import Callable, Iterator, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from .data.task import Task, batches
 from .errors import UserError
+from .graph.masks import WEIGHTED, make_permanent, set_masks
 from .recipe import StepConfig, check, register
 
 LossFn = Callable[[nn.Module, tuple[Tensor, ...]], Tensor]
@@ -208,32 +208,19 @@ def cosine_to_teacher(teacher: nn.Module, n_inputs: int) -> LossFn:
     return loss
 
 
-class WeightMask(nn.Module):
-    """Parametrization ``weight = original * mask``: masked-out weights stay zero while the rest train."""
-
-    def __init__(self, mask: Tensor):
-        super().__init__()
-        self.register_buffer("mask", mask)
-
-    def forward(self, weight: Tensor) -> Tensor:
-        return weight * self.mask
-
-
 @contextlib.contextmanager
 def zeros_kept(model: nn.Module) -> Iterator[None]:
     """Inside the block, Linear/Conv weights that are exactly zero (pruned) stay zero while the rest train.
 
     Clustered and quantized layers are not touched: their weights are not plain parameters.
     """
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
-              and isinstance(getattr(m, "weight", None), nn.Parameter) and bool((m.weight == 0).any())]
-    for layer in layers:
-        parametrize.register_parametrization(layer, "weight", WeightMask((layer.weight != 0).to(layer.weight.dtype)))
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, WEIGHTED)
+              and isinstance(getattr(m, "weight", None), nn.Parameter) and bool((m.weight == 0).any())}
+    set_masks(layers, {name: layer.weight.detach() != 0 for name, layer in layers.items()})
     try:
         yield
     finally:
-        for layer in layers:
-            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+        make_permanent(layers)
 
 
 @register(FineTune)

@@ -162,6 +162,6 @@ def deploy(model: nn.Module, record: dict, cfg, ctx, tolerances: dict[str, float
     write_deployed(RUNTIMES[runtime], model, ctx.example_inputs, ctx.out_dir / "deploy", precision=precision,
                    latency_ms=latency, threads=ctx.threads, max_abs_diff=diff, tolerance=tolerances[precision],
                    source=ctx.out_dir / "model.onnx" if runtime in ONNX_BASED and cfg.dynamic_batch else model,
-                   trim=None if RUNTIMES[runtime].static_shapes else trim)
+                   trim=trim)
     ctx.artifacts["deploy"] = "deploy/deploy.json"
     ctx.notes.append(f"export: deploy/ holds {runtime} {precision} (load with slimkit.load_deployed)")

@@ -1,1 +1,2 @@
-"""Graph utilities shared by the core and the techniques: :mod:`.fold` folds BatchNorm into the layer before it."""
+"""Graph utilities shared by the core and the techniques: :mod:`.fold` folds BatchNorm into the layer before it,
+:mod:`.masks` keeps masked-out weights at zero while the rest train."""

@@ -4,8 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import UserError
-
-WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from ..graph.masks import WEIGHTED
 
 
 def ignored_names(model: nn.Module, ignore: tuple[str, ...]) -> set[str]:

@@ -1,28 +1,8 @@
-"""Weight masks that survive training (a parametrization), then become plain tensors with zeros."""
+"""What pruning reads from its masks: the non-zero pattern and the sparsity of layers (the masks themselves,
+which survive training, are :mod:`slimkit.graph.masks`)."""
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
-
-from ..train import WeightMask
-
-
-def set_masks(layers: dict[str, nn.Module], masks: dict[str, Tensor]) -> None:
-    """Attach (or replace) the weight mask of each named layer."""
-    for name, mask in masks.items():
-        module = layers[name]
-        mask = mask.to(module.weight.dtype)
-        if parametrize.is_parametrized(module, "weight"):
-            module.parametrizations.weight[0].mask = mask
-        else:
-            parametrize.register_parametrization(module, "weight", WeightMask(mask))
-
-
-def make_permanent(layers: dict[str, nn.Module]) -> None:
-    """Bake masks into the weights: plain parameters with zeros, no mask buffers left."""
-    for module in layers.values():
-        if parametrize.is_parametrized(module, "weight"):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 
 
 def current_masks(layers: dict[str, nn.Module]) -> dict[str, Tensor]:

@@ -9,12 +9,13 @@ from torch import nn
 
 from torch.nn import functional as F
 
+from ..graph.masks import make_permanent, set_masks
 from ..measure.size import sparse_size, state_bytes
 from ..recipe import StepConfig, check, register
 from ..train import Callback, FineTune, LossFn, cosine_to_teacher, fit
 from .importance import CRITERIA, criterion, ranked_masks
 from .layers import weighted_layers
-from .masks import current_masks, make_permanent, set_masks, sparsity
+from .masks import current_masks, sparsity
 
 
 @dataclasses.dataclass

@@ -146,8 +146,7 @@ def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple]
     for name, module in targets.items():
         fmt = _weight_format(cfg, module, bits[name])
         layer_static = static and not isinstance(module, nn.Embedding)
-        quant = QUANT_TYPES[type(module)](module, fmt, layer_static)
-        quant.quantize_output, quant.dynamic = cfg.output_qdq, cfg.activations == "dynamic"
+        quant = _quant_layer(module, fmt, layer_static, cfg)
         quant.load_float(module.weight, getattr(module, "bias", None), cfg.weight_observer, *observers.get(name, ()))
         model.set_submodule(name, quant)
         plan.layers[name] = {**dataclasses.asdict(fmt), "static": layer_static}
@@ -162,6 +161,13 @@ def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple]
     return model, plan
 
 
+def _quant_layer(module: nn.Module, fmt: WeightFormat, static: bool, cfg: Quantize) -> QuantModule:
+    """The quantized layer (empty integer weights) replacing ``module``, with the step's export options."""
+    quant = QUANT_TYPES[type(module)](module, fmt, static)
+    quant.quantize_output, quant.dynamic = cfg.output_qdq, cfg.activations == "dynamic"
+    return quant
+
+
 def rebuild(model: nn.Module, config: dict, plan: dict) -> nn.Module:
     """Recreate the quantized structure (empty buffers) on a freshly built float model, for loading weights."""
     cfg = Quantize.from_dict(dict(config))
@@ -171,9 +177,7 @@ def rebuild(model: nn.Module, config: dict, plan: dict) -> nn.Module:
     for name, layer in plan["layers"].items():
         module = model.get_submodule(name)
         fmt = WeightFormat(**{k: v for k, v in layer.items() if k != "static"})
-        quant = QUANT_TYPES[type(module)](module, fmt, layer["static"])
-        quant.quantize_output, quant.dynamic = cfg.output_qdq, cfg.activations == "dynamic"
-        model.set_submodule(name, quant)
+        model.set_submodule(name, _quant_layer(module, fmt, layer["static"], cfg))
     return model
 
 

@@ -31,7 +31,8 @@ def write_deployed(runtime: Runtime, model: nn.Module, example_inputs: tuple, fo
                    latency_ms: dict, threads: int, max_abs_diff: float, tolerance: float, source=None,
                    trim: int | None = None, **save_options) -> dict:
     """Write ``runtime``'s artifact of ``model`` (or of ``source``, e.g. its verified ONNX file) and deploy.json
-    into ``folder``; ``trim``: the attention mask's input position when padding is trimmed. Returns the record."""
+    into ``folder``; ``trim``: the attention mask's input position when padding is trimmed (runtimes with static
+    shapes run the full length). Returns the record."""
     folder.mkdir(parents=True, exist_ok=True)
     files = runtime.save(model if source is None else source, example_inputs, folder, precision=precision, **save_options)
     names = input_names(model, len(example_inputs))
@@ -40,7 +41,7 @@ def write_deployed(runtime: Runtime, model: nn.Module, example_inputs: tuple, fo
         "files": [str(f.relative_to(folder)) for f in files],
         "inputs": [{"name": n, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
                    for n, t in zip(names, example_inputs)],
-        "static_batch": runtime.static_shapes, "trim_padding": None if trim is None else names[trim],
+        "static_batch": runtime.static_shapes, "trim_padding": None if trim is None or runtime.static_shapes else names[trim],
         "latency_ms": latency_ms, "threads": threads,
         "max_abs_diff": max_abs_diff, "tolerance": tolerance, "slimkit_version": __version__,
     }
