@@ -103,13 +103,13 @@ def test_mixed_precision_fits_the_budget_and_keeps_sensitive_layers_wide(trained
 
 
 def test_bad_low_bit_input_has_clear_messages(trained_digits_cnn, digits):
-    with pytest.raises(UserError, match=r"quantize\.mixed: bits: needs two or more widths in 2\.\.8"):
+    with pytest.raises(UserError, match=r"quantize\.mixed\.bits: needs two or more widths in 2\.\.8"):
         Recipe.from_dict({"steps": [{"quantize": {"mixed": {"bits": [1, 8], "size_ratio": 0.3}}}]})
     with pytest.raises(UserError, match=r"quantize\.weights: must be int4"):
         Recipe.from_dict({"steps": [{"quantize": {"mixed": {"bits": [2, 4], "size_ratio": 0.3}}}]})
     with pytest.raises(UserError, match=r"quantize\.adaround: needs integer weights"):
         Recipe.from_dict({"steps": [{"quantize": {"weights": "binary", "adaround": True}}]})
-    with pytest.raises(UserError, match=r"quantize\.qat: lsq: expected bool"):
+    with pytest.raises(UserError, match=r"quantize\.qat\.lsq: expected bool"):
         Recipe.from_dict({"steps": [{"quantize": {"qat": {"lsq": "yes"}}}]})
     with pytest.raises(UserError, match="no batches"):
         q.quantize_model(copy.deepcopy(trained_digits_cnn), q.Quantize(activations="none", adaround=True), calibration=iter([]))

@@ -7,6 +7,7 @@ from torch import nn
 
 import slimkit as sk
 from slimkit.errors import UserError
+from slimkit.quantize import QAT, Mixed
 from slimkit.recipe import Recipe, StepConfig, check, register
 
 
@@ -30,6 +31,15 @@ def test_yaml_and_json_round_trip(tmp_path):
         ([{"fine_tune": {"epochs": 0}}], r"steps\[0\]\.fine_tune\.epochs: must be in \[1, 1000\]"),
         ([{"fine_tune": {"epochs": True}}], r"steps\[0\]\.fine_tune\.epochs: expected int"),
         ([{"export": {"format": "tflite"}}], r"steps\[0\]\.export\.format: must be one of 'onnx'"),
+        ([{"export": {}}, {"fine_tune": {}}, {"quantize": {"qat": {"lr": 5}}}],
+         r"steps\[2\]\.quantize\.qat\.lr: must be in \(0, 1\], got 5"),
+        ([{"quantize": {"qat": 5}}], r"steps\[0\]\.quantize\.qat: expected a mapping of QAT options, got 5"),
+        ([{"quantize": {"qat": {"lsq": "yes"}}}], r"steps\[0\]\.quantize\.qat\.lsq: expected bool, got 'yes'"),
+        ([{"quantize": {"qat": {"epoch": 2}}}], r"steps\[0\]\.quantize\.qat\.epoch: unknown field; did you mean 'epochs'"),
+        ([{"quantize": {"mixed": [4, 8]}}], r"steps\[0\]\.quantize\.mixed: expected a mapping of Mixed options"),
+        ([{"quantize": {"mixed": {"bits": [4, "8"]}}}], r"steps\[0\]\.quantize\.mixed\.bits\[1\]: expected int, got '8'"),
+        ([{"quantize": {"mixed": {"size_ratio": 2}}}], r"steps\[0\]\.quantize\.mixed\.size_ratio: must be in \(0, 1\], got 2"),
+        ([{"quantize": {"mixed": {"bit": [4, 8]}}}], r"steps\[0\]\.quantize\.mixed\.bit: unknown field; did you mean 'bits'"),
         ([{"export": {}, "fine_tune": {}}], r"steps\[0\] must be a single"),
         ([], r"non-empty list"),
     ],
@@ -37,6 +47,30 @@ def test_yaml_and_json_round_trip(tmp_path):
 def test_invalid_recipes_name_the_step_and_field(steps, message):
     with pytest.raises(UserError, match=message):
         Recipe.from_dict({"version": 1, "steps": steps})
+
+
+def test_nested_options_round_trip_as_plain_data():
+    data = {"steps": [{"quantize": {"weights": "int4", "activations": "none", "qat": {"epochs": 2, "lsq": True}}},
+                      {"quantize": {"mixed": {"bits": [2, 4, 8], "size_ratio": 0.2}}}]}
+    recipe = Recipe.from_dict(data)
+    qat, mixed = recipe.steps[0].qat, recipe.steps[1].mixed
+    assert isinstance(qat, QAT) and (qat.epochs, qat.lsq, qat.lr) == (2, True, 1e-4)
+    assert isinstance(mixed, Mixed) and mixed.bits == (2, 4, 8)
+    plain = json.loads(json.dumps(recipe.to_dict()))
+    assert plain["steps"][1]["quantize"]["mixed"] == {"bits": [2, 4, 8], "size_ratio": 0.2, "budget_bytes": None, "samples": 1000}
+    assert Recipe.from_dict(plain) == recipe
+    step = recipe.steps[0]
+    assert type(step).from_dict(step.to_dict()) == step  # how checkpoint histories replay a step
+
+
+def test_nested_options_take_an_instance_or_a_mapping():
+    qat = QAT(epochs=2)
+    assert sk.Quantize(weights="int4", qat=qat).qat is qat
+    assert sk.Quantize.from_dict({"weights": "int4", "qat": qat}).qat is qat
+    assert sk.Quantize(weights="int4", qat={"epochs": 2}).qat == qat
+    assert sk.Quantize(mixed=Mixed(size_ratio=0.3)).to_dict()["mixed"]["bits"] == [4, 8]
+    with pytest.raises(ValueError, match=r"^qat\.lr: must be in \(0, 1\]"):
+        sk.Quantize(weights="int4", qat={"lr": 5})
 
 
 def test_wrong_version_and_top_level_key():

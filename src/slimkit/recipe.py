@@ -63,7 +63,8 @@ def check(condition: bool, field: str, message: str) -> None:
 
 @dataclasses.dataclass
 class StepConfig:
-    """Base of every step config. Subclasses are dataclasses with a ``key`` class variable."""
+    """Base of every step config, and of option groups nested in one (``Quantize.qat``). Subclasses are
+    dataclasses with a ``key`` class variable."""
 
     key: ClassVar[str] = ""
     needs_data: ClassVar[bool] = False  # True for steps that train or calibrate on ctx.task
@@ -87,7 +88,22 @@ class StepConfig:
         except TypeError as exc:
             raise ConfigError(cls.key, str(exc)) from exc
 
+    @classmethod
+    def of(cls, value: "StepConfig | dict", field: str) -> "StepConfig":
+        """``value`` as this config: an instance as it is, or a mapping of options checked by :meth:`from_dict`
+        with errors named ``field.option``. A field typed with a config class (``qat: QAT | None``) reads its
+        value this way."""
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(field, f"expected a mapping of {cls.__name__} options, got {value!r}")
+        try:
+            return cls.from_dict(dict(value))
+        except ConfigError as exc:
+            raise ConfigError(f"{field}.{exc.field}", exc.message) from exc
+
     def to_dict(self) -> dict:
+        """Plain data (nested configs as mappings, tuples as lists) that :meth:`from_dict` reads back."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def check_model(self, model: nn.Module) -> None:
@@ -96,11 +112,14 @@ class StepConfig:
 
 
 def _plain(value):
+    if isinstance(value, StepConfig):
+        return value.to_dict()
     return list(value) if isinstance(value, tuple) else value
 
 
 def _coerce(value, tp, field: str):
-    """Check ``value`` against a type hint; ints are accepted where floats are expected."""
+    """Check ``value`` against a type hint; ints are accepted where floats are expected, and a mapping (or an
+    instance) where a config class is."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return value
@@ -110,8 +129,9 @@ def _coerce(value, tp, field: str):
             try:
                 return _coerce(value, option, field)
             except ConfigError as exc:
-                errors.append(exc.message)
-        raise ConfigError(field, " or ".join(errors))
+                errors.append(exc)
+        inner = [e for e in errors if e.field != field]  # the value has that option's shape; say what is wrong inside
+        raise inner[0] if inner else ConfigError(field, " or ".join(e.message for e in errors))
     if tp is type(None):
         if value is not None:
             raise ConfigError(field, f"expected null, got {value!r}")
@@ -129,6 +149,8 @@ def _coerce(value, tp, field: str):
         if not isinstance(value, dict):
             raise ConfigError(field, f"expected a mapping, got {value!r}")
         return {str(k): _coerce(v, args[1], f"{field}.{k}") for k, v in value.items()}
+    if isinstance(tp, type) and issubclass(tp, StepConfig):
+        return tp.of(value, field)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value) if abs(value) < 2**1000 else math.inf
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):

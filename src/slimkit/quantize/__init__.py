@@ -3,7 +3,7 @@ and accuracy recovery (Cross-Layer Equalization, bias correction, AdaRound, QAT/
 
 Importing this package registers the ``quantize`` recipe step (:class:`Quantize`).
 """
-from .config import MixedOptions, QATOptions, Quantize
+from .config import Mixed, QAT, Quantize
 from .convert import Plan, quantize_model, quantized_layers
 from .export import dequantized_copy, export_dynamic_int8  # also registers the dynamic INT8 ONNX exporter
 from .modules import QuantConv2d, QuantEmbedding, QuantLinear, QuantModule, WeightFormat
@@ -12,8 +12,8 @@ from .observers import (EntropyObserver, MinMaxObserver, MovingAverageMinMaxObse
 from .ops import dequantize, fake_quantize, qparams, qrange, quantize, sqnr
 
 __all__ = [
-    "EntropyObserver", "MSEObserver", "MinMaxObserver", "MixedOptions", "QATOptions", "MovingAverageMinMaxObserver", "Observer",
-    "PercentileObserver", "Plan", "QuantConv2d", "QuantEmbedding", "QuantLinear", "QuantModule", "Quantize",
+    "EntropyObserver", "MSEObserver", "MinMaxObserver", "Mixed", "MovingAverageMinMaxObserver", "Observer",
+    "PercentileObserver", "Plan", "QAT", "QuantConv2d", "QuantEmbedding", "QuantLinear", "QuantModule", "Quantize",
     "WeightFormat", "dequantize", "dequantized_copy", "export_dynamic_int8", "fake_quantize", "make_observer", "qparams", "qrange", "quantize",
     "quantize_model", "quantized_layers", "sqnr",
 ]

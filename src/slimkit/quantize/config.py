@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Literal
 
-from ..recipe import ConfigError, StepConfig, check
+from ..recipe import StepConfig, check
 
 WEIGHT_FORMATS = ("int8", "int7", "int6", "int5", "int4", "int3", "int2", "binary", "fp16", "bf16")
 Observer = Literal["minmax", "moving_average", "percentile", "mse", "entropy"]
 
 
 @dataclasses.dataclass
-class QATOptions(StepConfig):
-    """Quantization-aware training (the ``qat`` mapping of :class:`Quantize`).
+class QAT(StepConfig):
+    """Quantization-aware training: the ``qat`` options of :class:`Quantize`.
 
     Args:
         epochs: passes over the training data.
@@ -38,8 +38,8 @@ class QATOptions(StepConfig):
 
 
 @dataclasses.dataclass
-class MixedOptions(StepConfig):
-    """Mixed precision (the ``mixed`` mapping of :class:`Quantize`): bit widths per layer under a size budget.
+class Mixed(StepConfig):
+    """Mixed precision, the ``mixed`` options of :class:`Quantize`: bit widths per layer under a size budget.
 
     Args:
         bits: candidate weight widths (2..8); every layer starts at the widest.
@@ -62,16 +62,6 @@ class MixedOptions(StepConfig):
         check(self.size_ratio is None or 0 < self.size_ratio <= 1, "size_ratio", f"must be in (0, 1], got {self.size_ratio}")
         check(self.budget_bytes is None or self.budget_bytes > 0, "budget_bytes", "must be > 0")
         check(self.samples >= 1, "samples", "must be >= 1")
-
-
-def _options(cls: type[StepConfig], value: dict | None, field: str) -> StepConfig | None:
-    """Validate a nested mapping of options, naming the field in errors (``qat: lr: ...``)."""
-    if value is None:
-        return None
-    try:
-        return cls.from_dict(dict(value))
-    except ConfigError as exc:
-        raise ConfigError(field, f"{exc.field}: {exc.message}") from exc
 
 
 @dataclasses.dataclass
@@ -110,9 +100,10 @@ class Quantize(StepConfig):
         bias_correction: shift each quantized layer's bias by its mean output error on calibration data.
         adaround: learn each layer's rounding (up or down) on calibration data (AdaRound).
         adaround_iterations: Adam steps per layer for AdaRound.
-        qat: quantization-aware training options (:class:`QATOptions`), e.g. ``{max_batches: 300, lsq: true}``.
-        mixed: per-layer bit widths under a size budget (:class:`MixedOptions`), e.g.
-            ``{bits: [4, 8], size_ratio: 0.15}``; ``weights`` must then be the widest candidate.
+        qat: quantization-aware training (:class:`QAT`, or a mapping of its options such as
+            ``{max_batches: 300, lsq: true}``).
+        mixed: per-layer bit widths under a size budget (:class:`Mixed`, or a mapping of its options such as
+            ``{bits: [4, 8], size_ratio: 0.15}``); ``weights`` must then be the widest candidate.
     """
 
     key = "quantize"
@@ -133,10 +124,19 @@ class Quantize(StepConfig):
     bias_correction: bool = False
     adaround: bool = False
     adaround_iterations: int = 1000
-    qat: dict[str, Any] | None = None
-    mixed: dict[str, Any] | None = None
+    qat: QAT | None = None
+    mixed: Mixed | None = None
 
     def __post_init__(self):
+        self.qat = None if self.qat is None else QAT.of(self.qat, "qat")
+        self.mixed = None if self.mixed is None else Mixed.of(self.mixed, "mixed")
+        self._check_formats()
+        self._check_calibration()
+        self._check_recovery()
+        self._check_mixed()
+
+    def _check_formats(self):
+        """The weight format, and the activation and scale options it allows."""
         check(self.weights in WEIGHT_FORMATS, "weights",
               f"{self.weights!r} is not supported; use one of {', '.join(WEIGHT_FORMATS)}")
         check(not (self.is_float and self.activations != "none"), "activations",
@@ -148,18 +148,25 @@ class Quantize(StepConfig):
         check(not (self.activations == "int8" and not self.symmetric), "symmetric",
               "static int8 needs symmetric weights (onnxruntime's integer kernels require weight zero point 0)")
         check(self.group_size is None or self.group_size >= 2, "group_size", f"must be >= 2 or null, got {self.group_size}")
+
+    def _check_calibration(self):
+        """How much data calibration reads."""
         check(self.calibration_batches >= 1, "calibration_batches", "must be >= 1")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+    def _check_recovery(self):
+        """CLE, bias correction, AdaRound, QAT and mixed precision: the weights they need and how they combine."""
         check(self.adaround_iterations >= 1, "adaround_iterations", "must be >= 1")
-        self.qat_options = _options(QATOptions, self.qat, "qat")
-        self.mixed_options = _options(MixedOptions, self.mixed, "mixed")
         for name in ("cle", "bias_correction", "adaround", "qat", "mixed"):
             allowed = self.bits is not None and (self.bits > 1 or name in ("cle", "bias_correction"))
             check(not getattr(self, name) or allowed, name, f"needs integer weights (int2..int8), not {self.weights}")
         check(not (self.cle and not self.fold_batchnorm), "cle", "needs fold_batchnorm: true (pairs are equalized through folded BatchNorms)")
         check(not (self.adaround and self.qat), "adaround", "choose adaround or qat, not both (QAT learns the weights itself)")
-        if self.mixed_options:
-            widest = max(self.mixed_options.bits)
+
+    def _check_mixed(self):
+        """Mixed precision starts every layer at the widest candidate, with per-channel scales."""
+        if self.mixed:
+            widest = max(self.mixed.bits)
             check(self.bits == widest, "weights", f"must be int{widest}, the widest of mixed.bits")
             check(self.group_size is None, "group_size", "mixed precision uses per-channel scales; set group_size: null")
 

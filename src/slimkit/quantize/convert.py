@@ -137,8 +137,8 @@ def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple]
             plan.skipped[name] = "never called during calibration"
             del targets[name]
     bits = dict.fromkeys(targets, cfg.bits)
-    if cfg.mixed_options:
-        plan.mixed = plan_mixed(model, targets, lambda m, b: _weight_format(cfg, m, b), static, cfg.mixed_options,
+    if cfg.mixed:
+        plan.mixed = plan_mixed(model, targets, lambda m, b: _weight_format(cfg, m, b), static, cfg.mixed,
                                 task, cfg.weight_observer, float_bytes, progress)
         bits = {name: layer["bits"] for name, layer in plan.mixed["layers"].items()}
     float_model = copy.deepcopy(model) if cfg.bias_correction or cfg.qat else None
@@ -154,8 +154,8 @@ def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple]
         float_params[name] = (module.weight.detach().clone(), None if bias is None else bias.detach().clone())
     if cfg.adaround:
         plan.adaround = adaround_model(model, float_params, calibration, cfg.adaround_iterations, progress)
-    if cfg.qat_options:
-        plan.qat = train_quantized(model, float_params, task, cfg.qat_options, float_model, device, progress)
+    if cfg.qat:
+        plan.qat = train_quantized(model, float_params, task, cfg.qat, float_model, device, progress)
     if cfg.bias_correction:
         plan.bias_correction = correct_biases(float_model, model, list(targets), calibration, progress)
     return model, plan

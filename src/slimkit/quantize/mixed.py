@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..data.task import Task
 from ..errors import UserError
 from ..measure.metric import outputs
-from .config import MixedOptions
+from .config import Mixed
 from .modules import QUANT_TYPES, WeightFormat
 
 
@@ -85,7 +85,7 @@ def assign_bits(sizes: dict[str, dict[int, int]], sensitivity: dict[str, dict], 
 
 
 def plan_mixed(model: nn.Module, targets: dict[str, nn.Module], format_for: Callable[[nn.Module, int], WeightFormat],
-               static: bool, options: MixedOptions, task: Task, weight_observer: str, float_bytes: int,
+               static: bool, options: Mixed, task: Task, weight_observer: str, float_bytes: int,
                progress: bool = False) -> dict:
     """Choose bits per target layer under ``options``' budget (``size_ratio`` of ``float_bytes``, or bytes).
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.task import Task
-from .config import QATOptions
+from .config import QAT
 from .modules import ACT_QMAX, ACT_QMIN, QuantEmbedding, QuantModule
 
 
@@ -92,7 +92,7 @@ class FakeQuantLayer(nn.Module):
 
 
 def train_quantized(model: nn.Module, float_params: dict[str, tuple[Tensor, Tensor | None]], task: Task,
-                    options: QATOptions, teacher: nn.Module, device: str = "cpu", progress: bool = False) -> dict:
+                    options: QAT, teacher: nn.Module, device: str = "cpu", progress: bool = False) -> dict:
     """Fine-tune ``model`` (whose layers in ``float_params`` are already quantized) with fake quantization,
     then store the trained integer weights. Returns the training history of :func:`slimkit.train.fit`.
 
