@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import tempfile
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 
 from ..errors import UserError
@@ -23,6 +25,25 @@ def _core():
     import openvino
 
     return openvino.Core()
+
+
+def _runner(compiled) -> Callable[..., torch.Tensor]:
+    """A call of ``compiled`` on torch tensors through one infer request: the inputs are handed over without a
+    copy (cast only where the model takes another dtype), and the output is copied out of the request's buffer,
+    which the next call reuses. OpenVINO's own ``infer(list)`` costs 0.1-0.2 ms more per call."""
+    import openvino
+
+    request = compiled.create_infer_request()
+    dtypes = [port.get_element_type().to_dtype() for port in compiled.inputs]
+
+    def run(*inputs: torch.Tensor) -> torch.Tensor:
+        for i, (t, dtype) in enumerate(zip(inputs, dtypes)):
+            array = np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
+            request.set_input_tensor(i, openvino.Tensor(array, shared_memory=True))
+        request.infer()
+        return torch.from_numpy(request.get_output_tensor(0).data.copy()).float()
+
+    return run
 
 
 def _reason(exc: Exception) -> str:
@@ -58,12 +79,7 @@ class OpenVino(Runtime):
             compiled = _core().compile_model(self._read(source, example_inputs), "CPU", config)
         except RuntimeError as exc:
             raise UserError(f"OpenVINO cannot compile this model for the CPU: {_reason(exc)}") from None
-        request = compiled.create_infer_request()
-
-        def run(*inputs):
-            return torch.from_numpy(request.infer([t.cpu().numpy() for t in inputs])[0]).float()
-
-        return Predictor(run, self.name, precision, compiled)
+        return Predictor(_runner(compiled), self.name, precision, compiled)
 
     def save(self, source: Source, example_inputs: tuple, folder: str | Path, *, precision: str | None = None) -> list[Path]:
         """model.xml + model.bin; ``fp16`` stores the float weights as FP16 (the CPU widens them when loading)."""
