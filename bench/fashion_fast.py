@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 
 import slimkit as sk
-from slimkit.compile.peers import PEERS, build_peers, compare, deployed_peer
+from slimkit.compile.peers import PEERS, build_peers, compare, deployed_peer, fine_tuner, versus_fastest
 from slimkit.measure import default_threads
 from slimkit.pipeline import environment
 from slimkit.runtime.deploy import DEPLOY_FILE
 
-from results_io import print_checks, versus_fastest, write_results
+from results_io import print_checks, write_results
 
 RECIPE = Path(__file__).parent.parent / "examples" / "fashion_fast.yaml"
 
@@ -45,12 +45,11 @@ def smoke_recipe() -> sk.Recipe:
     return sk.Recipe.from_dict(recipe)
 
 
-def fine_tuner(recipe: sk.Recipe, task):
+def training_budget(recipe: sk.Recipe) -> sk.FineTune:
     """The recipe's training budget (epochs, lr, batch size of its distill step) as plain fine-tuning, for peers
     that train (Torch-Pruning), so both get the same number of passes over the same data."""
     (distill,) = [s for s in recipe.steps if s.key == "distill"]
-    config = sk.FineTune(epochs=distill.epochs, lr=distill.lr, batch_size=distill.batch_size, max_batches=distill.max_batches)
-    return lambda model: sk.apply(model, config, data=task)
+    return sk.FineTune(epochs=distill.epochs, lr=distill.lr, batch_size=distill.batch_size, max_batches=distill.max_batches)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -78,13 +77,13 @@ def main(argv: list[str] | None = None) -> dict:
     include = ("eager", "onnxruntime") if args.smoke else PEERS  # tests/test_peers_real.py covers every peer
     with tempfile.TemporaryDirectory() as tmp:
         peers, skipped = build_peers(baseline, example, Path(tmp), threads, include, calibration=task,
-                                     macs_target=macs_target, fine_tune=fine_tuner(recipe, task))
+                                     macs_target=macs_target, fine_tune=fine_tuner(training_budget(recipe), baseline, task))
         peers.append(deployed_peer(deploy_dir, threads))
         rows = compare(baseline, peers, example, task=task, batch_sizes=batch_sizes, threads=threads,
                        repeats=5 if args.smoke else 30, progress=not args.smoke)
     by_name = {r["name"]: r for r in rows}
     ours, base_top1 = by_name["slimkit"], by_name["eager"]["metric"]["value"]
-    versus = versus_fastest(rows, batch_sizes)
+    versus = versus_fastest(rows)
     fastest, speedup = versus["fastest_peer"], versus["speedup_over_fastest_peer"]
     lost = 100 * (base_top1 - ours["metric"]["value"])
     results = {

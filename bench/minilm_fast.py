@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 
 import slimkit as sk
-from slimkit.compile.peers import build_peers, compare, deployed_peer
+from slimkit.compile.peers import build_peers, compare, deployed_peer, versus_fastest
 from slimkit.data import text
 from slimkit.measure import default_threads
 from slimkit.pipeline import environment
 from slimkit.runtime.deploy import DEPLOY_FILE
 
-from results_io import print_checks, versus_fastest, write_results
+from results_io import print_checks, write_results
 
 RECIPE = Path(__file__).parent.parent / "examples" / "minilm_fast.yaml"
 PEERS = ("eager", "onnxruntime", "ort_quantize_dynamic", "ort_quantize_static", "torch_dynamic_int8", "openvino",
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name, example in inputs.items():  # scored once, on the held-out sentences
             rows = compare(baseline, peers, example, task=task if name == "padded" else None, batch_sizes=batch_sizes,
                            threads=threads, repeats=5 if args.smoke else 20, progress=not args.smoke)
-            results[name] = {"peers": rows, **versus_fastest(rows, batch_sizes)}
+            results[name] = {"peers": rows, **versus_fastest(rows)}
     ours = {r["name"]: r for r in results["padded"]["peers"]}["slimkit"]
     results.update(cosine=ours["metric"]["value"], skipped_peers=skipped, notes=report["notes"])
     results["checks"] = None if args.smoke else {

@@ -18,14 +18,3 @@ def print_checks(checks: dict[str, bool] | None) -> None:
     for check, ok in (checks or {}).items():
         print(f"{'PASS' if ok else 'FAIL'} {check}")
 
-
-def versus_fastest(rows: list[dict], batch_sizes, ours: str = "slimkit") -> dict:
-    """{"fastest_peer": {"bs<N>": name}, "speedup_over_fastest_peer": {"bs<N>": its median / ours}} of
-    ``compare`` rows, the fastest peer taken per batch size among all rows but ``ours``."""
-    by_name = {r["name"]: r for r in rows}
-    mine, others = by_name[ours], {n: r for n, r in by_name.items() if n != ours}
-    keys = [f"bs{bs}" for bs in batch_sizes]
-    fastest = {k: min(others, key=lambda n: others[n]["latency_ms"][k]["median"]) for k in keys}
-    return {"fastest_peer": fastest,
-            "speedup_over_fastest_peer": {k: others[n]["latency_ms"][k]["median"] / mine["latency_ms"][k]["median"]
-                                          for k, n in fastest.items()}}

@@ -4,7 +4,7 @@ from torch import nn
 
 from slimkit.measure import measure
 from slimkit.measure.counts import count_macs, count_params
-from slimkit.measure.latency import batch_of, measure_latency
+from slimkit.measure.latency import batch_of, measure_latency, time_side_by_side
 from slimkit.measure.memory import peak_memory
 from slimkit.measure.size import artifact_size
 
@@ -56,6 +56,22 @@ def test_latency_reports_median_and_iqr_per_backend_and_batch():
     assert set(result) == {"eager/bs1", "eager/bs8"}
     for lat in result.values():
         assert lat["median"] > 0 and lat["iqr"] >= 0
+
+
+def test_time_side_by_side_times_what_build_returns_per_batch_size():
+    """build sees each batch size's inputs; a name it leaves out (a drop-out) is timed only where it was returned."""
+    seen = []
+
+    def build(batch_size, inputs):
+        seen.append((batch_size, inputs[0].shape[0]))
+        return {"kept": lambda x: x, **({"dropped": lambda x: x} if batch_size == 1 else {})}
+
+    timings = time_side_by_side(build, lambda bs: batch_of((torch.zeros(1, 2),), bs), (1, 4), warmup=0, repeats=2,
+                                threads=torch.get_num_threads())
+    assert seen == [(1, 1), (4, 4)]
+    assert set(timings) == {"kept", "dropped"}
+    assert set(timings["kept"]) == {"bs1", "bs4"} and set(timings["dropped"]) == {"bs1"}
+    assert all(set(t) == {"median", "iqr"} for per_batch in timings.values() for t in per_batch.values())
 
 
 def test_batch_of_repeats_rows():

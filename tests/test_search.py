@@ -16,7 +16,7 @@ from slimkit.errors import UserError
 from slimkit.measure.counts import count_macs, count_params
 from slimkit.measure.metric import evaluate
 from slimkit.search import SearchConfig, Space, counts, make_sampler, open_storage, open_study, redact, run_trials, search
-from slimkit.search.objective import replace, split
+from slimkit.search.objective import split
 from slimkit.search.run import tidy_trials
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -111,7 +111,7 @@ def test_bad_search_files_name_the_field(changes, message):
                                                ({"seed": -1}, "--seed: must be an integer from 0 to 4294967295")])
 def test_cli_overrides_are_range_checked(override, message):
     with pytest.raises(UserError, match=message):
-        replace(SearchConfig.from_dict(dict(TINY)), **override)
+        SearchConfig.from_dict(dict(TINY)).with_overrides(**override)
 
 
 @pytest.mark.parametrize("options, message", [

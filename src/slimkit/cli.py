@@ -5,7 +5,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 from .errors import RunFailed, UserError
@@ -46,16 +45,20 @@ def _finite(text: str) -> float:
     return value
 
 
+def _labels(args) -> dict[str, str]:
+    """The model and data as typed, which runs record as their names."""
+    return {"model": args.model, "data": args.data}
+
+
 def _cmd_train(args) -> int:
     from .data import load_data
     from .devices import check_device
-    from .files import atomic_dir, check_out
-    from .measure.metric import evaluate
-    from .models import load_model, save_checkpoint
+    from .files import check_out
+    from .models import load_model
     from .recipe import ConfigError
-    from .train import FineTune, fit
+    from .train import FineTune, train
 
-    out = check_out(args.out, args.overwrite)
+    check_out(args.out, args.overwrite)
     check_device(args.device)
     options = {k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "optimizer", "weight_decay", "seed")}
     try:
@@ -64,20 +67,11 @@ def _cmd_train(args) -> int:
         raise UserError(f"--{exc.field.replace('_', '-')}: {exc.message}") from None
     model = load_model(args.model, base=args.base)
     task = load_data(args.data, data_dir=args.data_dir, model=model)
-    state_file = out.parent / f".{out.name}.slimkit-resume.pt" if args.resume else None
-    with atomic_dir(out, args.overwrite, kind="train") as tmp:
-        start = time.perf_counter()
-        history = fit(model, task, cfg, device=args.device, state_file=state_file)
-        seconds = time.perf_counter() - start
-        metric = evaluate(model, task, reference=model, device=args.device)
-        model.to("cpu")
-        summary = {"model": args.model, "data": args.data, "config": cfg.to_dict(), "seconds": round(seconds, 1),
-                   "loss": history["loss"], "metric": metric}
-        save_checkpoint(model, tmp / "checkpoint", extra={"train": summary})
-        (tmp / "train.json").write_text(json.dumps(summary, indent=2))
-    if state_file:
-        state_file.unlink(missing_ok=True)
-    print(f"{metric['name']} = {metric['value']:.4f} after {cfg.epochs} epochs ({seconds:.0f} s); checkpoint in {out}/checkpoint")
+    summary = train(model, task, cfg, args.out, device=args.device, overwrite=args.overwrite, resume=args.resume,
+                    labels=_labels(args))
+    metric = summary["metric"]
+    print(f"{metric['name']} = {metric['value']:.4f} after {cfg.epochs} epochs ({summary['seconds']:.0f} s); "
+          f"checkpoint in {Path(args.out)}/checkpoint")
     return 0
 
 
@@ -119,36 +113,17 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _inputs(args, model, task) -> tuple:
-    """Batch-1 example inputs, checked to fit the model and the memory of the largest --batch: --input-shape
-    (random, seeded; checked on an uninitialised tensor first, which takes no memory until touched), else the
-    data, else the zoo's shape."""
-    import torch
-
-    from .measure import check_inputs_fit
-    from .models.spec import default_input_shape
-
-    shape = args.input_shape or (None if task else default_input_shape(args.model))
-    if shape:
-        check_inputs_fit(model, (torch.empty(shape),), args.batch)
-        return (torch.randn(shape, generator=torch.Generator().manual_seed(0)),)
-    if task is None:
-        raise UserError(f"Cannot tell what input {args.model} takes: pass --input-shape, e.g. --input-shape 1,3,224,224, or --data.")
-    inputs = task.example_inputs(1)
-    check_inputs_fit(model, inputs, args.batch)
-    return inputs
-
-
 def _load(args):
     """Model, Task (or None) and example inputs from the common CLI options, failing fast on bad input."""
     from .data import load_data
     from .devices import check_device
+    from .measure import example_inputs
     from .models import load_model
 
     check_device(args.device)
     model = load_model(args.model, base=args.base)
     task = None if args.data == "none" else load_data(args.data, data_dir=args.data_dir, model=model)
-    return model, task, _inputs(args, model, task)
+    return model, task, example_inputs(model, data=task, shape=args.input_shape, batch_sizes=args.batch)
 
 
 def _cmd_compress(args) -> int:
@@ -163,7 +138,7 @@ def _cmd_compress(args) -> int:
     teacher = load_model(args.teacher) if args.teacher else None
     report = compress(model, recipe, data=task, out_dir=args.out, example_inputs=inputs, device=args.device,
                       teacher=teacher, backends=args.backends, batch_sizes=args.batch, threads=args.threads,
-                      labels={"model": args.model, "data": args.data}, metric_backend=args.metric_backend,
+                      labels=_labels(args), metric_backend=args.metric_backend,
                       overwrite=args.overwrite)
     from .report import render_markdown
 
@@ -172,65 +147,45 @@ def _cmd_compress(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .compile.roofline import peak_gmacs, roofline
-    from .files import atomic_dir, check_out
-    from .measure import default_threads, measure
-    from .pipeline import environment
+    from .files import check_out
+    from .measure.benchmark import bench
 
     if args.out is not None:
         check_out(args.out, args.overwrite)
     if args.peers or args.against or args.peer_list or args.peer_macs is not None or args.peer_epochs:
         return _cmd_peers(args)
     model, task, inputs = _load(args)
-    threads = args.threads or default_threads()
-    metrics = measure(model, inputs, backends=args.backends, batch_sizes=args.batch, data=task, reference=model,
-                      threads=threads, device=args.device, repeats=args.repeats, metric_backend=args.metric_backend)
-    result = {"model": args.model, "data": args.data, "device": args.device, "threads": threads,
-              "environment": environment(), **metrics,
-              "roofline": roofline(metrics["macs"], metrics["latency_ms"], peak_gmacs(threads, args.device))}
-    if args.out is not None:
-        with atomic_dir(args.out, args.overwrite, kind="bench") as tmp:
-            (tmp / "bench.json").write_text(json.dumps(result, indent=2))
+    result = bench(model, inputs, data=task, backends=args.backends, batch_sizes=args.batch, threads=args.threads,
+                   device=args.device, repeats=args.repeats, metric_backend=args.metric_backend,
+                   labels=_labels(args), out_dir=args.out, overwrite=args.overwrite)
     if args.format == "json":
         print(json.dumps(result, indent=2))
     else:
         from .report.table import human_bytes, human_count
 
-        print(f"{args.model}: {human_count(metrics['params'])} params ({human_count(metrics['nonzero_params'])} non-zero), "
-              f"{human_count(metrics['macs'])} MACs, {human_bytes(metrics['size_bytes'])} "
-              f"({human_bytes(metrics['compressed_size_bytes'])} zlib), peak memory {human_bytes(metrics['peak_memory_bytes'])}")
-        if metrics["metric"]:
-            print(f"{metrics['metric']['name']}: {metrics['metric']['value']:.4f}")
+        print(f"{args.model}: {human_count(result['params'])} params ({human_count(result['nonzero_params'])} non-zero), "
+              f"{human_count(result['macs'])} MACs, {human_bytes(result['size_bytes'])} "
+              f"({human_bytes(result['compressed_size_bytes'])} zlib), peak memory {human_bytes(result['peak_memory_bytes'])}")
+        if result["metric"]:
+            print(f"{result['metric']['name']}: {result['metric']['value']:.4f}")
         roof = result["roofline"]
         print(f"measured peak (FP32 matmul): {roof['peak_gmacs']:.1f} GMAC/s")
-        for key, lat in metrics["latency_ms"].items():
+        for key, lat in result["latency_ms"].items():
             print(f"  {key:<24} {lat['median']:10.3f} ms  (IQR {lat['iqr']:.3f})  "
                   f"{roof[key]['gmacs']:8.2f} GMAC/s = {roof[key]['fraction']:.1%} of peak")
     return 0
 
 
 def _cmd_peers(args) -> int:
-    from .compile.peers import PEERS, peer_report, table
-    from .files import atomic_dir
-    from .measure import default_threads
+    from .compile.peers import PEERS, bench_peers, table
+    from .train import FineTune
 
-    if args.peer_epochs and args.data == "none":
-        raise UserError("--peer-epochs fine-tunes the torch_pruning peer on the training data: pass --data.")
     model, task, inputs = _load(args)
-    fine_tune = _peer_fine_tune(args.peer_epochs, model, task) if args.peer_epochs else None
-    report = peer_report(model, inputs, labels={"model": args.model, "data": args.data}, task=task, against=args.against,
-                         include=args.peer_list or PEERS, batch_sizes=args.batch, threads=args.threads or default_threads(),
-                         repeats=args.repeats, device=args.device, progress=True, macs_target=args.peer_macs,
-                         fine_tune=fine_tune)
-    if fine_tune and any(p["name"] == "torch_pruning" for p in report["peers"]):
-        how = "slimkit.fit towards the FP32 embeddings" if task.metric == "cosine" else "slimkit.apply"
-        report["notes"].append(f"peers: torch_pruning was fine-tuned with {how}: FineTune(epochs={args.peer_epochs}) "
-                               f"on {args.data} (FineTune's defaults otherwise)")
-    if args.out is not None:
-        from .report import write_reports
-
-        with atomic_dir(args.out, args.overwrite, kind="bench") as tmp:
-            write_reports(report, tmp)
+    fine_tune = FineTune(epochs=args.peer_epochs) if args.peer_epochs else None
+    report = bench_peers(model, inputs, task=task, include=args.peer_list or PEERS, against=args.against,
+                         macs_target=args.peer_macs, fine_tune=fine_tune, batch_sizes=args.batch, threads=args.threads,
+                         repeats=args.repeats, device=args.device, progress=True, labels=_labels(args),
+                         out_dir=args.out, overwrite=args.overwrite)
     if args.format == "json":
         print(json.dumps(report, indent=2))
     else:
@@ -239,32 +194,11 @@ def _cmd_peers(args) -> int:
     return 0
 
 
-def _peer_fine_tune(epochs: int, model, task):
-    """torch_pruning's fine-tuning through slimkit's public API: FineTune(epochs) on ``task``."""
-    import slimkit
-
-    config = slimkit.FineTune(epochs=epochs)
-
-    def fine_tune(pruned):
-        if task.metric == "cosine":  # towards the FP32 model's embeddings, which the reported cosine compares with
-            from .train import cosine_to_teacher
-
-            slimkit.fit(pruned, task, config, loss_fn=cosine_to_teacher(model.eval(), task.n_inputs), progress=False)
-            return pruned.cpu()
-        return slimkit.apply(pruned, config, data=task)
-
-    return fine_tune
-
-
 def _cmd_search(args) -> int:
-    import os
-
     from .search import SearchConfig, search
-    from .search.objective import replace
 
-    config = replace(SearchConfig.load(args.space), sampler=args.sampler, n_trials=args.n_trials, seed=args.seed)
-    storage = args.storage or os.environ.get("SLIMKIT_STORAGE")
-    results = search(config, args.out, storage=storage, workers=args.workers, device=args.device,
+    config = SearchConfig.load(args.space).with_overrides(sampler=args.sampler, n_trials=args.n_trials, seed=args.seed)
+    results = search(config, args.out, storage=args.storage, workers=args.workers, device=args.device,
                      threads=args.threads, progress=True)
     if results is not None:  # None on torchrun's other ranks
         from .search.report import render_markdown
@@ -289,8 +223,12 @@ DEMO_PEERS = ("onnxruntime", "ort_quantize_static", "nncf_openvino_int8")  # wha
 def _cmd_demo(args) -> int:
     from importlib.resources import files
 
+    from .devices import check_device
+    from .files import check_out
     from .runtime import RUNTIMES
 
+    check_out(args.out, args.overwrite)  # first: OpenVINO's first import, below, writes into the home folder
+    check_device(args.device)
     args.model, args.recipe, args.teacher, args.input_shape = "zoo:fashion-cnn", str(files("slimkit") / "recipes" / "demo.yaml"), None, None
     args.base = None
     args.metric_backend = "onnxruntime"  # score the quantized model on integer kernels (the same QDQ graph OpenVINO runs)
@@ -302,29 +240,17 @@ def _cmd_demo(args) -> int:
 
 def _demo_versus_peers(args) -> None:
     """Time the demo's deploy/ side by side with the quantizers a user would reach for instead; print the verdict."""
-    import tempfile
-
-    from .compile.peers import build_peers, compare, deployed_peer, table
+    from .compile.peers import table, versus
     from .data import load_data
-    from .measure import default_threads
     from .models import load_model
 
-    threads = args.threads or default_threads()
     model, task = load_model("zoo:fashion-cnn").eval(), load_data("fashion-mnist", data_dir=args.data_dir)
-    example = task.example_inputs(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        peers, skipped = build_peers(model, example, Path(tmp), threads, DEMO_PEERS, calibration=task)
-        rows = compare(model, [*peers, deployed_peer(Path(args.out) / "deploy", threads)], example,
-                       batch_sizes=args.batch, threads=threads, repeats=10)
+    result = versus(model, Path(args.out) / "deploy", task.example_inputs(1), include=DEMO_PEERS, calibration=task,
+                    batch_sizes=args.batch, threads=args.threads)
     print("\nThe demo's deploy/ against the peers, side by side in one run (latency only; top-1 is in the report):")
-    print(table(rows))
-    ours = rows[-1]["latency_ms"]
-    for key in ours:
-        fastest = min(rows[:-1], key=lambda r: r["latency_ms"][key]["median"])
-        ratio = fastest["latency_ms"][key]["median"] / ours[key]["median"]
-        verdict = "beats" if ratio >= 1.05 else "ties with (within 5%)" if ratio > 0.95 else "does not beat"
-        print(f"{key}: slimkit {verdict} the fastest peer, {fastest['name']} ({fastest['toolkit']}): {ratio:.2f}x its speed")
-    for name, why in skipped.items():
+    print(table(result["peers"]))
+    print("\n".join(result["verdict"]))
+    for name, why in result["skipped"].items():
         print(f"peer {name} skipped: {why}")
 
 

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from .version import __version__
@@ -20,7 +17,8 @@ from .errors import UserError
 from .files import atomic_dir, check_out
 from .measure import check_inputs_fit, default_threads, first_non_finite, measure
 from .measure.latency import batch_of, check_backends, measure_latency_many
-from .models.checkpoint import origin, save_checkpoint, set_origin
+from .measure.machine import environment
+from .models.checkpoint import origin, run_labels, save_checkpoint, set_origin
 from .recipe import Recipe, StepConfig, handler_for
 
 
@@ -103,6 +101,8 @@ def compress(
     ``out_dir`` receives checkpoint/ (safetensors + history.json), model.onnx when exported, and
     report.json/.md/.html. It is written to a temporary sibling first and only appears complete.
     ``metric_backend`` (eager | onnxruntime) is where the task metric is computed after each step.
+    ``labels`` ({"model", "data"}, either optional) names the model and data in the report instead of the model's
+    base SPEC and the Task's name: the CLI passes the SPECs as typed (a checkpoint path, ``none``).
     ``model`` itself is not modified. Returns the report dict (the report.json schema in docs/report.md).
     """
     from .report import write_reports
@@ -138,8 +138,7 @@ def compress(
         say("measuring the baseline")
         report = {
             "slimkit_version": __version__,
-            "model": (labels or {}).get("model", base),
-            "data": (labels or {}).get("data", data.name if data else "none"),
+            **run_labels(model, data, labels),
             "device": device,
             "threads": threads,
             "metric_backend": metric_backend,
@@ -200,33 +199,3 @@ def slower_notes(step: str, before: dict, after: dict) -> list[str]:
 
 def _printer(enabled: bool):
     return (lambda msg: print(f"[slimkit] {msg}", file=sys.stderr, flush=True)) if enabled else (lambda msg: None)
-
-
-SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "avx512_fp16")
-
-
-def cpu_model_and_flags() -> dict:
-    """{"cpu_model", "cpu_flags"}: the CPU's name and which of the instruction sets that decide INT8/BF16 speed it
-    has (from /proc/cpuinfo; empty where there is none)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return {"cpu_model": platform.processor(), "cpu_flags": []}
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    return {"cpu_model": fields.get("model name", ""), "cpu_flags": [f for f in SPEED_FLAGS if f in flags]}
-
-
-def environment() -> dict:
-    """Versions and machine facts that numbers depend on."""
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        **cpu_model_and_flags(),
-        "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()],  # > cpu_count: timings ran on a busy machine
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }

@@ -1,4 +1,5 @@
-"""The one training loop (fine-tuning, distillation, QAT, search trials) and the ``fine_tune`` step.
+"""The one training loop (fine-tuning, distillation, QAT, search trials), the ``fine_tune`` step, and
+:func:`train`, which trains a model into a run folder (``slimkit train``).
 
 Runs on CPU or CUDA, shows a progress bar, is seedable, saves/resumes a training-state file, and runs
 under ``torchrun`` with DistributedDataParallel (gloo on CPU, NCCL on CUDA) without code changes.
@@ -7,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
@@ -16,8 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from .data.task import Task, batches
+from .devices import check_device
 from .errors import UserError
+from .files import atomic_dir, check_out
 from .graph.masks import WEIGHTED, make_permanent, set_masks
+from .measure.metric import evaluate
+from .models.checkpoint import run_labels, save_checkpoint
 from .recipe import StepConfig, check, register
 
 LossFn = Callable[[nn.Module, tuple[Tensor, ...]], Tensor]
@@ -178,6 +185,35 @@ def fit(
     model.eval()
     history["epochs"] = cfg.epochs
     return history
+
+
+def train(model: nn.Module, data: Task, config: FineTune, out_dir: str | Path, *, device: str = "cpu",
+          overwrite: bool = False, resume: bool = False, progress: bool = True, labels: dict | None = None) -> dict:
+    """Train ``model`` in place with :func:`fit`, score it on ``data``'s test split and write the run folder
+    ``out_dir`` (checkpoint/ and train.json) as ``slimkit train`` does. Returns the summary that train.json holds
+    (and the checkpoint's history records): {"model", "data", "config", "seconds", "loss": [per epoch], "metric"}.
+
+    ``out_dir`` must be new or empty, or an earlier slimkit run with ``overwrite``; it appears only when complete.
+    With ``resume`` the training state is saved beside it (``.NAME.slimkit-resume.pt``) after every epoch, an
+    interrupted run continues from there, and the file goes once the run is written. ``labels`` names the model
+    and data as in :func:`slimkit.compress`. The model is left on the CPU.
+    """
+    out = check_out(out_dir, overwrite)
+    check_device(device)
+    state_file = out.parent / f".{out.name}.slimkit-resume.pt" if resume else None
+    with atomic_dir(out, overwrite, kind="train") as tmp:
+        start = time.perf_counter()
+        history = fit(model, data, config, device=device, state_file=state_file, progress=progress)
+        seconds = time.perf_counter() - start
+        metric = evaluate(model, data, reference=model, device=device)
+        model.to("cpu")
+        summary = {**run_labels(model, data, labels), "config": config.to_dict(), "seconds": round(seconds, 1),
+                   "loss": history["loss"], "metric": metric}
+        save_checkpoint(model, tmp / "checkpoint", extra={"train": summary})
+        (tmp / "train.json").write_text(json.dumps(summary, indent=2))
+    if state_file:
+        state_file.unlink(missing_ok=True)
+    return summary
 
 
 def _resume(state_file: str | Path, model: nn.Module, opt, sched, device) -> tuple[dict, int]:

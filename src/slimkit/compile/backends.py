@@ -15,7 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import UserError
-from ..measure.latency import batch_of, fixed_threads, interleaved_timings
+from ..measure.latency import batch_of, time_side_by_side
 from ..runtime import RUNTIMES, Predictor, is_quantized, verify
 from ..runtime.deploy import write_deployed
 from ..runtime.onnxruntime import tensorrt_providers
@@ -75,33 +75,38 @@ def choose(model: nn.Module, pairs: list[tuple[str, str]], onnx_path: Path, ctx,
     {name: {"max_abs_diff", "latency_ms": {"bs<N>": {"median", "iqr"}}, "kept", "reason"}}}."""
     table: dict[str, dict] = {}
     predictors: dict[str, Predictor] = {}
-    with fixed_threads(ctx.threads):
-        for bs in batch_sizes:
-            inputs = real_inputs(ctx, bs)
-            # built once at the first batch size; a static-shape runtime again for each (while it is still kept)
-            build = [(n, p) for n, p in pairs if table.get(f"{n}/{p}", {}).get("kept", True)
-                     and (not predictors or RUNTIMES[n].static_shapes)]
-            fresh, failed = candidate_predictors(model, build, onnx_path, inputs, ctx.threads, ctx.device, opt_level, trim)
-            predictors.update(fresh)
-            table.update({key: {"kept": False, "reason": reason} for key, reason in failed.items()})
-            runners = {}
-            for key, predict in predictors.items():
-                row = table.setdefault(key, {"kept": True, "reason": "", "max_abs_diff": 0.0, "latency_ms": {}})
-                if not row["kept"]:
-                    continue
-                try:
-                    diff = verify(predict, model, inputs)
-                except Exception as exc:  # e.g. inductor without a C++ compiler: this candidate cannot run here
-                    row.update(kept=False, reason=f"failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
-                    continue
-                row["max_abs_diff"] = max(row["max_abs_diff"], diff)
-                tol = tolerances[key.split("/")[1]]
-                if not diff <= tol:
-                    row.update(kept=False, reason=f"max abs diff {diff:.2e} > tolerance {tol} at batch {bs}")
-                    continue
-                runners[key] = (lambda p: lambda: p(*inputs))(predict)
-            for key, timing in (interleaved_timings(runners, warmup=3, repeats=repeats) if runners else {}).items():
-                table[key]["latency_ms"][f"bs{bs}"] = timing
+
+    def verified(batch_size: int, inputs: tuple) -> dict[str, Predictor]:
+        """The candidates still kept and within tolerance on ``inputs``: built once at the first batch size, a
+        static-shape runtime again for each."""
+        stale = [(n, p) for n, p in pairs if table.get(f"{n}/{p}", {}).get("kept", True)
+                 and (not predictors or RUNTIMES[n].static_shapes)]
+        fresh, failed = candidate_predictors(model, stale, onnx_path, inputs, ctx.threads, ctx.device, opt_level, trim)
+        predictors.update(fresh)
+        table.update({key: {"kept": False, "reason": reason} for key, reason in failed.items()})
+        return {key: predict for key, predict in predictors.items() if within_tolerance(key, predict, inputs, batch_size)}
+
+    def within_tolerance(key: str, predict: Predictor, inputs: tuple, batch_size: int) -> bool:
+        """Whether candidate ``key`` is kept: it was, and it runs ``inputs`` within its precision's tolerance
+        (its row records the largest difference, or why it is left out)."""
+        row = table.setdefault(key, {"kept": True, "reason": "", "max_abs_diff": 0.0, "latency_ms": {}})
+        if not row["kept"]:
+            return False
+        try:
+            diff = verify(predict, model, inputs)
+        except Exception as exc:  # e.g. inductor without a C++ compiler: this candidate cannot run here
+            row.update(kept=False, reason=f"failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+            return False
+        row["max_abs_diff"] = max(row["max_abs_diff"], diff)
+        tol = tolerances[key.split("/")[1]]
+        if not diff <= tol:
+            row.update(kept=False, reason=f"max abs diff {diff:.2e} > tolerance {tol} at batch {batch_size}")
+        return row["kept"]
+
+    latency = time_side_by_side(verified, lambda bs: real_inputs(ctx, bs), batch_sizes, threads=ctx.threads,
+                                device=ctx.device, warmup=3, repeats=repeats)
+    for key, per_batch in latency.items():
+        table[key]["latency_ms"].update(per_batch)
     timed = {k: r for k, r in table.items() if r["kept"] and len(r.get("latency_ms", {})) == len(batch_sizes)}
     best = {f"bs{bs}": min(r["latency_ms"][f"bs{bs}"]["median"] for r in timed.values()) for bs in batch_sizes} if timed else {}
     score = {k: math.prod(r["latency_ms"][b]["median"] / best[b] for b in best) ** (1 / len(best)) for k, r in timed.items()}

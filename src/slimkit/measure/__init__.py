@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import os
-import sys
-import types
 
-import torch
 from torch import nn
 
 from ..data.task import Task
@@ -15,11 +12,12 @@ from .counts import count_macs, count_params
 from .layers import layer_stats, layer_weights, weight_histogram
 from .latency import BACKENDS, batch_of, measure_latency
 from .finite import first_non_finite
+from .inputs import example_inputs
 from .memory import check_inputs_fit, peak_memory
 from .metric import evaluate
 from .size import artifact_size, sparse_size
 
-__all__ = ["measure", "default_threads", "check_inputs_fit", "first_non_finite", "BACKENDS"]
+__all__ = ["measure", "default_threads", "check_inputs_fit", "example_inputs", "first_non_finite", "BACKENDS"]
 
 
 def default_threads() -> int:
@@ -90,14 +88,3 @@ def measure(
         "latency_ms": latency,
         "metric": metric,
     }
-
-
-class _CallableModule(types.ModuleType):
-    """This package, callable as :func:`measure`: ``sk.measure(model, ...)`` is the public API (docs/api.md), and
-    ``import slimkit.measure.latency`` still finds the submodules (a function of that name would hide them)."""
-
-    def __call__(self, *args, **kwargs) -> dict:
-        return measure(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

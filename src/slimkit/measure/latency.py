@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..runtime import RUNTIMES, Predictor
+from ..runtime import RUNTIMES, Predictor, Runtime
 from ..runtime.eager import fixed_threads
 
 BACKENDS = tuple(RUNTIMES)
 Runner = Callable[[], object]
 __all__ = ["BACKENDS", "batch_of", "check_backends", "fixed_threads", "interleaved_timings", "measure_latency",
-           "measure_latency_many"]
+           "measure_latency_many", "time_side_by_side"]
 
 
 def interleaved_timings(runners: dict[str, Runner], sync: Callable[[], None] = lambda: None, warmup: int = 5,
@@ -73,10 +73,33 @@ def check_backends(backends) -> None:
         RUNTIMES[backend].require()
 
 
-def _runner(predictor: Predictor, inputs: tuple) -> Runner:
-    """A call of ``predictor`` without arguments, on ``inputs`` moved once to where it takes them."""
-    inputs = tuple(t.to(predictor.device) for t in inputs)
+def _runner(predictor: Callable, inputs: tuple) -> Runner:
+    """A call of ``predictor`` without arguments, on ``inputs`` moved once to where it takes them (a
+    :class:`Predictor`'s ``device``, else the CPU)."""
+    inputs = tuple(t.to(getattr(predictor, "device", "cpu")) for t in inputs)
     return lambda: predictor(*inputs)
+
+
+def time_side_by_side(build: Callable[[int, tuple], dict[str, Callable]], inputs_for: Callable[[int], tuple],
+                      batch_sizes, *, threads: int = 1, device: str = "cpu", warmup: int = 5,
+                      repeats: int = 30) -> dict[str, dict]:
+    """{name: {"bs<N>": {"median", "iqr"}}} in milliseconds: for each batch size, the predictors that
+    ``build(batch_size, inputs)`` returns for ``inputs_for(batch_size)``, timed side by side
+    (:func:`interleaved_timings`) with PyTorch's threads pinned to ``threads``.
+
+    ``build`` decides what runs at each batch size: it reuses its predictors or prepares them again (static
+    shapes), and leaves out those that dropped out; a name is timed at the batch sizes it is returned for.
+    Inputs are moved once to each predictor's device; on CUDA every sample waits for the GPU to finish.
+    """
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    timings: dict[str, dict] = {}
+    with fixed_threads(threads):
+        for bs in batch_sizes:
+            inputs = inputs_for(bs)
+            runners = {name: _runner(predictor, inputs) for name, predictor in build(bs, inputs).items()}
+            for name, timing in interleaved_timings(runners, sync, warmup, repeats).items():
+                timings.setdefault(name, {})[f"bs{bs}"] = timing
+    return timings
 
 
 def measure_latency_many(models: dict[str, nn.Module], example_inputs: tuple, backends=("eager",), batch_sizes=(1, 64),
@@ -87,23 +110,33 @@ def measure_latency_many(models: dict[str, nn.Module], example_inputs: tuple, ba
     measured one after another, because runtimes that spin their thread pools disturb each other.
     """
     check_backends(backends)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     results: dict[str, dict] = {name: {} for name in models}
-    with fixed_threads(threads):
-        for backend in backends:
-            runtime = RUNTIMES[backend]
-            predictors: dict[str, Predictor] = {}
-            for bs in batch_sizes:
-                inputs = batch_of(example_inputs, bs)
-                if runtime.static_shapes or not predictors:  # exported / compiled once per model and backend, or
-                    predictors = {name: runtime.prepare(model, inputs, threads=threads, device=device)  # per batch
-                                  for name, model in models.items()}
-                runners = {name: _runner(p, inputs) for name, p in predictors.items()}
-                for name, timing in interleaved_timings(runners, sync, warmup, repeats).items():
-                    if backend == "onnxruntime":  # say where it ran: CUDA is used only when present
-                        timing["provider"] = predictors[name].handle.get_providers()[0]
-                    results[name][f"{backend}/bs{bs}"] = timing
+    for backend in backends:
+        timings = _time_on(RUNTIMES[backend], models, example_inputs, batch_sizes, threads, device, repeats, warmup)
+        for name, per_batch in timings.items():
+            results[name].update({f"{backend}/{bs}": timing for bs, timing in per_batch.items()})
     return results
+
+
+def _time_on(runtime: Runtime, models: dict[str, nn.Module], example_inputs: tuple, batch_sizes, threads: int,
+             device: str, repeats: int, warmup: int) -> dict[str, dict]:
+    """{model name: {"bs<N>": timing}} of ``models`` side by side on ``runtime``; onnxruntime's timings name
+    the provider they ran on (CUDA is used only when present)."""
+    predictors: dict[str, Predictor] = {}
+
+    def prepared(batch_size: int, inputs: tuple) -> dict[str, Predictor]:
+        if runtime.static_shapes or not predictors:  # exported / compiled once per model, or per batch size
+            predictors.update({name: runtime.prepare(model, inputs, threads=threads, device=device)
+                               for name, model in models.items()})
+        return predictors
+
+    timings = time_side_by_side(prepared, lambda bs: batch_of(example_inputs, bs), batch_sizes, threads=threads,
+                                device=device, warmup=warmup, repeats=repeats)
+    if runtime.name == "onnxruntime":
+        for name, per_batch in timings.items():
+            for timing in per_batch.values():
+                timing["provider"] = predictors[name].handle.get_providers()[0]
+    return timings
 
 
 def measure_latency(model: nn.Module, example_inputs: tuple, backends=("eager",), batch_sizes=(1, 64),

@@ -26,6 +26,14 @@ def origin(model: nn.Module) -> dict[str, Any]:
     return getattr(model, "slimkit_origin", None) or {"base": None, "history": []}
 
 
+def run_labels(model: nn.Module, data, labels: dict | None = None) -> dict[str, str]:
+    """{"model", "data"}: the names a run records, from ``labels`` where it has them, else the base SPEC of
+    ``model`` and the name of the Task ``data`` ("none" without one)."""
+    given = labels or {}
+    return {"model": given.get("model", origin(model)["base"]),
+            "data": given.get("data", data.name if data else "none")}
+
+
 def set_origin(model: nn.Module, base: str | None, history: list[dict]) -> nn.Module:
     object.__setattr__(model, "slimkit_origin", {"base": base, "history": list(history)})
     return model

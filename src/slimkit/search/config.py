@@ -312,6 +312,14 @@ class SearchConfig:
         """Read a YAML or JSON search file (plain data; nothing is executed)."""
         return cls.from_dict(read_data_file(path, "the search space", "--space"), source=str(path))
 
+    def with_overrides(self, **changes) -> "SearchConfig":
+        """This config with command-line style overrides applied (None values ignored), re-validated; a bad
+        override names its option (``--n-trials``, ``--seed``)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        for key in changes.keys() & LIMITS.keys():
+            check_int(changes[key], f"--{key.replace('_', '-')}", *LIMITS[key])
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self) -> dict:
         return {"version": 1, "name": self.name, "model": dict(self.model), "data": self.data,
                 "budget": dataclasses.asdict(self.budget), "objectives": [o.to_data() for o in self.objectives],

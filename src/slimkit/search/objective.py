@@ -3,7 +3,6 @@ the held-out validation split (reporting every epoch to the pruner), measure MAC
 its checkpoint under ``trials/NNNN`` (written as ``trials/.NNNN.PID.*`` and renamed when complete)."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import socket
@@ -20,7 +19,7 @@ from ..measure.counts import count_macs, count_params
 from ..measure.metric import evaluate
 from ..measure.size import artifact_size
 from ..train import Callback, FineTune, fit, rank_and_world
-from .config import LIMITS, SearchConfig, check_int
+from .config import SearchConfig
 
 TRIALS_DIR = "trials"
 
@@ -159,11 +158,3 @@ class TrialObjective:
         tmp.rename(final)
         return final
 
-
-def replace(config: SearchConfig, **changes) -> SearchConfig:
-    """The config with CLI overrides applied (None values ignored), re-validated; a bad override names its
-    option (``--n-trials``, ``--seed``)."""
-    changes = {k: v for k, v in changes.items() if v is not None}
-    for key in changes.keys() & LIMITS.keys():
-        check_int(changes[key], f"--{key.replace('_', '-')}", *LIMITS[key])
-    return dataclasses.replace(config, **changes)

@@ -135,7 +135,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, storage: str | None = N
         config: the validated search file (CLI overrides already applied).
         out_dir: the run folder; holds ``study.db`` when ``storage`` is None.
         storage: an Optuna RDB URL (``postgresql://user@host/db``; the password from PGPASSWORD or the URL,
-            never printed or stored); default: SQLite in ``out_dir``.
+            never printed or stored); default: ``$SLIMKIT_STORAGE``, else SQLite in ``out_dir``.
         workers: worker processes on this machine.
         threads: intra-op threads per process (default: slimkit's thread count // processes on this machine).
         task: the already loaded ``config.data`` Task (loaded here when None).
@@ -146,6 +146,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, storage: str | None = N
     from ..measure import default_threads
 
     out = check_out_path(out_dir)
+    storage = storage or os.environ.get("SLIMKIT_STORAGE")
     check_int(workers, "--workers", 1, 256)
     check_int(threads, "--threads", 1, 1024, optional=True)
     check_device(device)

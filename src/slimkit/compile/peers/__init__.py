@@ -11,6 +11,9 @@ Each peer is reported as ``{"name", "backend", "toolkit", "latency_ms": {"bs<N>"
 where the row alone does not say enough (e.g. Torch-Pruning's MACs and fine-tuning).
 """
 from .base import Peer
+from .bench import bench_peers, fine_tuner
 from .core import PEERS, build_peers, compare, deployed_peer, peer_report, slimkit_peer, table
+from .versus import verdict, versus, versus_fastest
 
-__all__ = ["PEERS", "Peer", "build_peers", "compare", "deployed_peer", "peer_report", "slimkit_peer", "table"]
+__all__ = ["PEERS", "Peer", "bench_peers", "build_peers", "compare", "deployed_peer", "fine_tuner", "peer_report",
+           "slimkit_peer", "table", "verdict", "versus", "versus_fastest"]

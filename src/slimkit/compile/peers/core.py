@@ -8,7 +8,7 @@ from torch import nn
 
 from ...data.task import Task
 from ...errors import UserError
-from ...measure.latency import batch_of, fixed_threads, interleaved_timings
+from ...measure.latency import batch_of, fixed_threads, time_side_by_side
 from ...measure.metric import outputs, score
 from ...measure.size import state_bytes
 from ...models.checkpoint import origin
@@ -124,17 +124,15 @@ def compare(model: nn.Module, peers: list[Peer], example_inputs: tuple, *, task:
     for p in peers:
         rows[p.name] = {"name": p.name, "backend": p.backend, "toolkit": p.toolkit, "latency_ms": {},
                         "size_bytes": p.size_bytes, "metric": None, **({"note": p.note} if p.note else {})}
-    with fixed_threads(threads):
-        for bs in batch_sizes:
-            inputs = batch_of(example_inputs, bs)
-            runners = {p.name: (lambda f: lambda: f(*inputs))(p.predict_for(bs)) for p in peers}
-            for name, timing in interleaved_timings(runners, repeats=repeats).items():
-                rows[name]["latency_ms"][f"bs{bs}"] = timing
-        if task is not None:
+    latency = time_side_by_side(lambda bs, inputs: {p.name: p.predict_for(bs) for p in peers},
+                                lambda bs: batch_of(example_inputs, bs), batch_sizes, threads=threads, repeats=repeats)
+    for name, per_batch in latency.items():
+        rows[name]["latency_ms"] = per_batch
+    if task is not None:
+        with fixed_threads(threads):
             target = outputs(model, task) if task.metric == "cosine" else None
             for peer in _bar(peers, progress):
-                predict = peer.predict_for(max(batch_sizes)) if peer.static_batch else peer.predict
-                rows[peer.name]["metric"] = score(outputs(predict, task), task, target)
+                rows[peer.name]["metric"] = score(outputs(peer.predict_for(max(batch_sizes)), task), task, target)
     eager = rows.get("eager")
     for row in rows.values():
         if eager:
@@ -182,7 +180,7 @@ def peer_report(model: nn.Module, example_inputs: tuple, *, labels: dict, task: 
     from ...measure import measure
     from ...pipeline import environment
     from ...report import read_report
-    from ..roofline import peak_gmacs, roofline
+    from ...measure.roofline import peak_gmacs, roofline
 
     if device != "cpu":
         raise UserError("--peers runs on the CPU (onnxruntime CPU, torch dynamic int8); drop --device or use cpu.")

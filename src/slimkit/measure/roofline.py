@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from ..measure.latency import fixed_threads
+from ..runtime.eager import fixed_threads
 
 
 def peak_gmacs(threads: int, device: str = "cpu", size: int = 1024, repeats: int = 10) -> float:
