@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import slimkit
-from slimkit.measure.size import state_bytes
+from slimkit.models.storage import state_bytes
 from slimkit.pipeline import environment
 from slimkit.quantize import Quantize, quantize_model
 from slimkit.quantize.calibrate import task_batches

@@ -14,7 +14,6 @@ Writes bench/results/quantize_minilm[_smoke].json.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from slimkit.data.task import batches
 from slimkit.measure import default_threads
 from slimkit.measure.latency import interleaved_timings
 from slimkit.measure.metric import outputs
-from slimkit.measure.size import state_bytes
+from slimkit.models.storage import state_bytes
 from slimkit.pipeline import environment
 from slimkit.quantize import Quantize, quantized_layers
 from slimkit.runtime.onnx import export_onnx

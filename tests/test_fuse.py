@@ -4,7 +4,7 @@ import torch
 from torch import fx, nn
 
 import slimkit
-from slimkit.compile.fuse import Fuse, Fused, fuse_model
+from slimkit.compile.fuse import Fused, fuse_model
 from slimkit.measure.counts import count_macs, count_params
 from slimkit.models import save_checkpoint
 from test_prune_zoo import ZOO, randomised

@@ -12,7 +12,8 @@ from slimkit.errors import UserError
 from slimkit.measure.metric import evaluate
 from slimkit.prune import MagnitudePrune, NMSparsity, Snip, Taylor, criterion, ranked_masks
 from slimkit.measure import measure
-from slimkit.measure.size import pack_sparse, sparse_size, state_bytes, unpack_sparse
+from slimkit.measure.size import sparse_size
+from slimkit.models.storage import pack_sparse, state_bytes, unpack_sparse
 from slimkit.prune.unstructured import Gradual, schedule
 from slimkit.train import FineTune, fit
 

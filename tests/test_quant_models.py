@@ -8,8 +8,7 @@ from torch import nn
 import slimkit
 import slimkit.quantize as q
 from slimkit.errors import UserError
-from slimkit.measure.size import state_bytes
-from slimkit.pipeline import Context
+from slimkit.models.storage import state_bytes
 from slimkit.recipe import Recipe
 
 

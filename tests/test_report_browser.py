@@ -9,7 +9,6 @@ from collections import OrderedDict
 
 import numpy
 import pytest
-import torch
 from torch import nn
 
 import slimkit as sk

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..files import read_json
+from .storage import SPARSE_KEY, pack_sparse, unpack_sparse, untie
 
 FORMAT = "slimkit-checkpoint"
 WEIGHTS_FILE, HISTORY_FILE = "model.safetensors", "history.json"
@@ -52,8 +53,6 @@ def save_checkpoint(model: nn.Module, directory: str | Path, extra: dict | None 
         )
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    from ..measure.size import pack_sparse, untie
-
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     tensors, metadata = pack_sparse(untie(state))
     save_file(tensors, str(path / WEIGHTS_FILE), metadata)
@@ -160,8 +159,6 @@ def _entry_mismatch(entry: dict, where: str) -> str | None:
 
 def load_weights(model: nn.Module, weights: Path) -> None:
     """Load safetensors weights into ``model`` strictly, with a clear error when they do not fit."""
-    from ..measure.size import unpack_sparse
-
     try:
         with safe_open(str(weights), "pt") as f:
             tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
@@ -187,8 +184,6 @@ def load_weights(model: nn.Module, weights: Path) -> None:
 
 def _check_sparse(tensors: dict, metadata: dict | None, weights: Path) -> None:
     """Check the sparse-tensor metadata against the stored masks before anything is allocated from it."""
-    from ..measure.size import SPARSE_KEY
-
     shapes = json.loads((metadata or {}).get(SPARSE_KEY, "{}"))
     problem = _mismatch(shapes, {str: [INDEX]}, SPARSE_KEY)
     if problem is None:

@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..graph.masks import make_permanent, set_masks
-from ..measure.size import sparse_size, state_bytes
+from ..measure.size import sparse_size
+from ..models.storage import state_bytes
 from ..recipe import StepConfig, check, register
 from ..train import Callback, FineTune, LossFn, cosine_to_teacher, fit
 from .importance import CRITERIA, criterion, ranked_masks

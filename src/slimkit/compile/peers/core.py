@@ -10,7 +10,7 @@ from ...data.task import Task
 from ...errors import UserError
 from ...measure.latency import batch_of, fixed_threads, time_side_by_side
 from ...measure.metric import outputs, score
-from ...measure.size import state_bytes
+from ...models.storage import state_bytes
 from ...models.checkpoint import origin
 from ...runtime import RUNTIMES
 from ...runtime.onnx import export_onnx
