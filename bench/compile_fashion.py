@@ -28,6 +28,7 @@ from slimkit.report import write_reports
 from slimkit.runtime import RUNTIMES
 
 from results_io import write_results
+from text_models import tiny_text_model
 
 
 def max_diff(predict, reference, inputs: tuple, batch_size: int = 128) -> float:
@@ -68,19 +69,6 @@ def equivalence_and_auto(task, run_dir: Path, batch_size: int, candidates: tuple
             "auto_over_each": {n: auto["median"] / t["median"] for n, t in retimed.items()},
             "fastest_in_retiming": fastest,
             "auto_within_noise_of_fastest": auto["median"] <= retimed[fastest]["median"] + max(auto["iqr"], retimed[fastest]["iqr"])}
-
-
-def tiny_text_model():
-    """A 1-layer, 32-wide BERT with all-MiniLM-L6-v2's tokenizer and pooling (same inputs and code path)."""
-    import transformers
-
-    from slimkit.models.hf import SentenceEmbedder, packaged_minilm_dir
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(packaged_minilm_dir()), local_files_only=True)
-    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=64, attn_implementation="eager")
-    torch.manual_seed(0)
-    return SentenceEmbedder(transformers.BertModel(config, add_pooling_layer=False).eval(), tokenizer)
 
 
 def peers(name: str, model, task, out: Path, include: tuple, batch_sizes: tuple, repeats: int, threads: int) -> dict:

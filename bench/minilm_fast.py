@@ -2,7 +2,7 @@
 all-MiniLM-L6-v2 against real peer toolkits.
 
     python bench/minilm_fast.py            # full: 1,000 held-out sentences, every transformer peer (~20 min on 2 cores)
-    python bench/minilm_fast.py --smoke    # CI: 32 sentences, 2 peers, batch 1 and 4
+    python bench/minilm_fast.py --smoke    # CI: a 1-layer BERT with MiniLM's tokenizer, 32 sentences, 2 peers, batch 1 and 4
 
 Runs the recipe on zoo:minilm with slimkit.compress, copies the run's deploy/ to bench/results/minilm_fast/deploy/,
 then times the deployed artifact (slimkit.load_deployed, fed the tokenizer's output by name) side by side with
@@ -34,6 +34,7 @@ from slimkit.pipeline import environment
 from slimkit.runtime.deploy import DEPLOY_FILE
 
 from results_io import print_checks, write_results
+from text_models import tiny_text_folder
 
 RECIPE = Path(__file__).parent.parent / "examples" / "minilm_fast.yaml"
 PEERS = ("eager", "onnxruntime", "ort_quantize_dynamic", "ort_quantize_static", "torch_dynamic_int8", "openvino",
@@ -65,12 +66,13 @@ def token_batches(tokenizer, sentences: list[str], rows: int) -> dict[str, tuple
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="32 sentences, 2 peers, batch 1 and 4 (CI)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny BERT, 32 sentences, 2 peers, batch 1 and 4 (CI)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     threads, suffix = default_threads(), "_smoke" if args.smoke else ""
     out = Path(args.out)
-    baseline = sk.load_model("zoo:minilm").eval()
+    spec = tiny_text_folder(out / "minilm_fast_smoke_model") if args.smoke else "zoo:minilm"
+    baseline = sk.load_model(spec).eval()
     task = sk.load_data("text", model=baseline)
     task = task.subset(train=64, test=32) if args.smoke else task.subset(train=len(task.train[0]), test=1000)
     recipe = smoke_recipe() if args.smoke else sk.Recipe.load(RECIPE)

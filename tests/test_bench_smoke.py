@@ -35,7 +35,7 @@ def test_fashion_fast_smoke_deploys_and_compares_side_by_side(tmp_path):
 
 
 def test_minilm_fast_smoke_deploys_int8_weights_trims_padding_and_compares(tmp_path):
-    """bench/minilm_fast.py --smoke: the weight-only INT8 deploy/ loads back with the tokenizer's input names, trims
+    """bench/minilm_fast.py --smoke (a tiny BERT with MiniLM's tokenizer): the weight-only INT8 deploy/ loads back with the tokenizer's input names, trims
     padding, and is timed beside the peers on padded and on full-length inputs."""
     import slimkit
 
@@ -45,9 +45,9 @@ def test_minilm_fast_smoke_deploys_int8_weights_trims_padding_and_compares(tmp_p
     deployed = slimkit.load_deployed(tmp_path / "minilm_fast_smoke" / "deploy")
     assert deployed.input_names == ["input_ids", "attention_mask"] and deployed.precision == "int8"
     assert deployed.record["trim_padding"] == "attention_mask"
-    assert result["deploy_bytes"] < 30e6  # int8 weights: the FP32 model is 91 MB
     for name in ("padded", "full"):
         rows = {r["name"]: r for r in result[name]["peers"]}
+        assert result["deploy_bytes"] < 0.4 * rows["eager"]["size_bytes"]  # int8 weights; per-row scales cost 1/8 at width 32
         assert {"eager", "onnxruntime", "slimkit"} == set(rows)
         assert set(result[name]["speedup_over_fastest_peer"]) == {"bs1", "bs4"}
     assert 0.99 < result["cosine"] <= 1.0 and result["checks"] is None

@@ -1,0 +1,28 @@
+"""A stand-in for all-MiniLM-L6-v2 in the benches' smoke runs (CI): its tokenizer and pooling on a tiny BERT."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def tiny_text_model():
+    """A 1-layer, 32-wide BERT with all-MiniLM-L6-v2's tokenizer and pooling (same inputs and code path)."""
+    import transformers
+
+    from slimkit.models.hf import SentenceEmbedder, packaged_minilm_dir
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(packaged_minilm_dir()), local_files_only=True)
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=64, attn_implementation="eager")
+    torch.manual_seed(0)
+    return SentenceEmbedder(transformers.BertModel(config, add_pooling_layer=False).eval(), tokenizer)
+
+
+def tiny_text_folder(folder: Path) -> str:
+    """:func:`tiny_text_model` saved as a transformers folder; returns its SPEC (``hf:FOLDER``), which
+    ``slimkit.load_model`` loads and a run's checkpoint can name."""
+    model = tiny_text_model()
+    model.encoder.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    return f"hf:{folder}"
