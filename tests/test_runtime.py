@@ -173,6 +173,30 @@ def test_output_qdq_false_quantizes_inputs_only_so_openvino_fuses_more(fashion, 
         assert not torch.equal(models[True](images), models[False](images))
 
 
+def test_residual_adds_read_the_shared_quantized_tensor_so_openvino_fuses_its_quantizer(fashion, tmp_path):
+    """NNCF's placement of residual adds: the stem's output, quantized for blocks.0.conv1, reaches blocks.0's add
+    through the same QuantizeLinear -> DequantizeLinear; OpenVINO then runs one FakeQuantize fewer, within tolerance."""
+    import openvino
+
+    from slimkit.runtime.onnx import export_onnx
+    from slimkit.runtime.openvino import share_quantizers
+
+    model = slimkit.apply(slimkit.load_model("zoo:fashion-cnn"), q.Quantize(output_qdq=False, calibration_batches=2), data=fashion)
+    example, images = fashion.example_inputs(1), fashion.test[0][:64]
+    raw = export_onnx(model, example, tmp_path / "model.onnx")
+    shared = share_quantizers(raw, tmp_path / "shared.onnx")
+    producers = {o: n.op_type for n in onnx.load(str(shared)).graph.node for o in n.output}
+    adds = [n for n in onnx.load(str(shared)).graph.node if n.op_type == "Add"]
+    assert shared != raw and sum(producers.get(i) == "DequantizeLinear" for n in adds for i in n.input) == 1
+    onnx.checker.check_model(str(shared))
+    unshared = openvino.Core().compile_model(str(raw), "CPU")
+    predictor = RUNTIMES["openvino"].prepare(raw, example)  # reads the ONNX file through share_quantizers
+    assert _fake_quantize_ops(predictor) == _fake_quantize_ops(type(predictor)(None, "", "", unshared)) - 1
+    assert verify(predictor, model, (images,)) <= TOLERANCES["int8"]
+    float_onnx = export_onnx(nn.Sequential(nn.Conv2d(1, 4, 3)), (torch.randn(1, 1, 8, 8),), tmp_path / "float.onnx")
+    assert share_quantizers(float_onnx, tmp_path / "unused.onnx") == float_onnx and not (tmp_path / "unused.onnx").exists()
+
+
 def test_latency_of_a_static_shape_runtime_is_measured_at_every_batch_size(trained_digits_cnn):
     pytest.importorskip("executorch")
     timings = measure_latency(trained_digits_cnn, (torch.randn(1, 1, 8, 8),), ("executorch",), batch_sizes=(1, 4), repeats=3)
