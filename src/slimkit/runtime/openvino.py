@@ -76,7 +76,7 @@ class OpenVino(Runtime):
         config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": HINTS[precision],
                   "PERFORMANCE_HINT": "LATENCY"}
         try:
-            compiled = _core().compile_model(self._read(source, example_inputs), "CPU", config)
+            compiled = _core().compile_model(self._read(source, example_inputs, precision), "CPU", config)
         except RuntimeError as exc:
             raise UserError(f"OpenVINO cannot compile this model for the CPU: {_reason(exc)}") from None
         return Predictor(_runner(compiled), self.name, precision, compiled)
@@ -89,15 +89,15 @@ class OpenVino(Runtime):
         precision = self.resolve(source, precision)
         path = Path(folder) / "model.xml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        openvino.save_model(self._read(source, example_inputs), str(path), compress_to_fp16=precision == "fp16")
+        openvino.save_model(self._read(source, example_inputs, precision), str(path), compress_to_fp16=precision == "fp16")
         return [path, path.with_suffix(".bin")]
 
-    def _read(self, source: Source, example_inputs: tuple):
-        """The openvino.Model of a model (through its ONNX export), an ONNX file or an OpenVINO IR file; an ONNX
-        graph with static INT8 gets its residual adds through shared quantizers first (:func:`share_quantizers`)."""
+    def _read(self, source: Source, example_inputs: tuple, precision: str):
+        """The openvino.Model of a model (through its ONNX export), an ONNX file or an OpenVINO IR file; an int8
+        ONNX graph gets its residual adds through shared quantizers first (:func:`share_quantizers`)."""
         with tempfile.TemporaryDirectory() as tmp:
             path = source if isinstance(source, (str, Path)) else export_onnx(source, example_inputs, Path(tmp) / "model.onnx")
-            if Path(path).suffix == ".onnx":
+            if precision == "int8" and Path(path).suffix == ".onnx":  # float graphs have no quantizers to share
                 path = share_quantizers(path, Path(tmp) / "shared.onnx")
             try:
                 return _core().read_model(str(path))

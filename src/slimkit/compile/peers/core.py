@@ -178,7 +178,7 @@ def peer_report(model: nn.Module, example_inputs: tuple, *, labels: dict, task: 
 
     from ...version import __version__
     from ...measure import measure
-    from ...pipeline import environment
+    from ...measure.machine import environment
     from ...report import read_report
     from ...measure.roofline import peak_gmacs, roofline
 
