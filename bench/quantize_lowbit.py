@@ -20,7 +20,6 @@ import slimkit
 from slimkit.models.storage import state_bytes
 from slimkit.pipeline import environment
 from slimkit.quantize import Quantize, quantize_model
-from slimkit.quantize.calibrate import task_batches
 
 from results_io import write_results
 
@@ -62,7 +61,7 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         start = time.perf_counter()
-        calibration = task_batches(task, cfg.calibration_batches, cfg.batch_size)
+        calibration = task.input_batches(cfg.calibration_batches, cfg.batch_size)
         model, plan = quantize_model(slimkit.load_model("zoo:fashion-cnn"), cfg, calibration, task=task)
         seconds = time.perf_counter() - start
         top1 = slimkit.measure(model, backends=(), data=task)["metric"]["value"]

@@ -136,3 +136,22 @@ def test_shallow_transformer_student_keeps_every_other_layer_and_learns_embeddin
     sk.save_checkpoint(distilled, tmp_path / "ckpt")
     loaded = sk.load_model(str(tmp_path / "ckpt"), base="test_distill:tiny_bert")
     assert torch.equal(loaded(*task.example_inputs(4)), distilled(*task.example_inputs(4)))
+
+
+def test_teacher_outputs_computed_once_train_exactly_as_a_live_teacher(teacher, digits, monkeypatch):
+    from slimkit.distill import step
+
+    cfg = Distill(epochs=2, lr=0.05, batch_size=64)
+    calls = []
+    monkeypatch.setattr(teacher, "forward", lambda x, f=teacher.forward: calls.append(len(x)) or f(x))
+    cached = narrower(teacher, 0.5)
+    live = copy.deepcopy(cached)
+    history = distill_into(cached, [teacher], digits, cfg, digits.example_inputs(2))
+    assert sum(calls) == 2 + len(digits.train[0])  # the probe, then one pass over the training split
+    monkeypatch.setattr(step, "_passes", lambda task, cfg: 1.0)  # seen once on average: the teacher runs live
+    calls.clear()
+    live_history = distill_into(live, [teacher], digits, cfg, digits.example_inputs(2))
+    assert sum(calls) == 2 + 2 * len(digits.train[0])
+    assert history["loss"] == pytest.approx(live_history["loss"], rel=1e-4)
+    for a, b in zip(cached.state_dict().values(), live.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-4)

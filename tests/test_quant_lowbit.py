@@ -11,7 +11,6 @@ import slimkit
 import slimkit.quantize as q
 from slimkit.errors import UserError
 from slimkit.graph.fold import conv_bn_pairs, fold_batchnorm
-from slimkit.quantize.calibrate import task_batches
 from slimkit.quantize.cle import equalization_pairs, equalize
 from slimkit.quantize.mixed import tensor_bytes
 from slimkit.recipe import Recipe
@@ -59,7 +58,7 @@ def test_bias_correction_removes_the_mean_output_shift(trained_digits_cnn, digit
 
 
 def test_adaround_reconstructs_layers_better_than_rounding_to_nearest(trained_digits_cnn, digits, one_thread):
-    calibration = task_batches(digits, 4, 64)
+    calibration = digits.input_batches(4, 64)
     cfg = q.Quantize(weights="int4", activations="int8", adaround=True, adaround_iterations=200)
     model, plan = q.quantize_model(copy.deepcopy(trained_digits_cnn), cfg, calibration=calibration)
     assert len(plan.adaround) == 7

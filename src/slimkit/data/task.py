@@ -43,6 +43,10 @@ class Task:
         """The first ``batch_size`` test samples, as a tuple of model inputs."""
         return tuple(t[:batch_size] for t in self.test[: self.n_inputs])
 
+    def input_batches(self, n_batches: int, batch_size: int) -> list[tuple[Tensor, ...]]:
+        """The first ``n_batches`` batches of model inputs from the training split (calibration data)."""
+        return [b for _, b in zip(range(n_batches), batches(self.train[: self.n_inputs], batch_size))]
+
     def subset(self, train: int | None = None, test: int | None = None) -> "Task":
         """A copy keeping only the first ``train``/``test`` samples (for fast tests and trials)."""
         return Task(

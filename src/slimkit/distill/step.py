@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.task import Task, batches
 from ..errors import UserError
 from ..models import load_model
 from ..recipe import register
@@ -57,11 +59,30 @@ def distill_into(student: nn.Module, teachers: list[nn.Module], task, cfg: Disti
                 _check_outputs(out, ref)
                 adapters = [adapter(s, t, f"{a} -> {b}") for s, t, (a, b) in zip(student_taps.take(), teacher_taps.take(), pairs)]
             harness = Harness(student, adapters)
-            return fit(harness, task, cfg, loss_fn=_loss(teachers, student_taps, teacher_taps, harness, task, cfg),
+            cached = not pairs and task.augment is None and _passes(task, cfg) >= 2
+            if cached:
+                task = with_teacher_outputs(task, teachers, device, cfg.batch_size)
+            return fit(harness, task, cfg, loss_fn=_loss(teachers, student_taps, teacher_taps, harness, task, cfg, cached),
                        device=device, progress=progress)
     finally:
         student_taps.remove()
         teacher_taps.remove()
+
+
+def _passes(task, cfg: Distill) -> float:
+    """How many times training reads each training sample on average."""
+    n = len(task.train[0])
+    per_epoch = -(-n // cfg.batch_size)
+    return cfg.epochs * min(per_epoch, cfg.max_batches or per_epoch) * cfg.batch_size / n
+
+
+@torch.no_grad()
+def with_teacher_outputs(task: Task, teachers: list[nn.Module], device: str, batch_size: int) -> Task:
+    """``task`` with the teachers' outputs on every training sample appended to its training split, computed once:
+    without augmentation a teacher sees the same inputs every epoch, so its outputs can be read instead of recomputed."""
+    inputs = task.train[: task.n_inputs]
+    outputs = [torch.cat([t(*(x.to(device) for x in b)).cpu() for b in batches(inputs, batch_size)]) for t in teachers]
+    return dataclasses.replace(task, train=(*task.train, *outputs))
 
 
 def _check_outputs(student_out, teacher_out) -> None:
@@ -72,13 +93,14 @@ def _check_outputs(student_out, teacher_out) -> None:
         )
 
 
-def _loss(teachers, student_taps: Taps, teacher_taps: Taps, harness: Harness, task, cfg: Distill):
+def _loss(teachers, student_taps: Taps, teacher_taps: Taps, harness: Harness, task, cfg: Distill, cached: bool):
+    """The training loss; with ``cached``, the teachers' outputs are the last columns of each batch."""
     n = task.n_inputs
 
     def loss(net, batch):
         inputs = batch[:n]
         with torch.no_grad():
-            targets = [t(*inputs) for t in teachers]
+            targets = list(batch[-len(teachers):]) if cached else [t(*inputs) for t in teachers]
             teacher_features = teacher_taps.take()
         out = net(*inputs)
         if task.metric == "cosine":

@@ -6,15 +6,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..data.task import Task, batches
 from ..errors import UserError
 from .observers import Observer, make_observer
-
-
-def task_batches(task: Task, n_batches: int, batch_size: int) -> list[tuple[torch.Tensor, ...]]:
-    """The first ``n_batches`` batches of model inputs from the task's training split."""
-    inputs = task.train[: task.n_inputs]
-    return [b for _, b in zip(range(n_batches), batches(inputs, batch_size))]
 
 
 def require_batches(data: Iterable[tuple]) -> list[tuple]:

@@ -15,7 +15,7 @@ from ..graph.fold import conv_bn_pairs, fold_batchnorm
 from ..recipe import register
 from .adaround import adaround_model
 from .bias_correction import correct_biases
-from .calibrate import calibrate, require_batches, task_batches
+from .calibrate import calibrate, require_batches
 from .cle import equalization_pairs, equalize
 from .config import Quantize
 from .floats import cast_model
@@ -190,7 +190,7 @@ def quantize_step(model: nn.Module, cfg: Quantize, ctx) -> nn.Module:
     """Quantize with calibration on ``ctx.task`` when activations are static; list float layers in notes."""
     calibration = None
     if cfg.needs_data:
-        calibration = task_batches(ctx.require_task("quantize"), cfg.calibration_batches, cfg.batch_size)
+        calibration = ctx.require_task("quantize").input_batches(cfg.calibration_batches, cfg.batch_size)
     model, plan = quantize_model(model, cfg, calibration, ctx.progress, ctx.task, ctx.device)
     ctx.notes.extend(plan.notes())
     if plan.mixed:
