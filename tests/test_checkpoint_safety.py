@@ -101,7 +101,7 @@ def _entry(step, replay):
     (lambda meta: meta.update(base="zoo:"), "names nothing after the colon"),
     (lambda meta: meta.update(base="/tmp/another/checkpoint"), "is not of the form package.module:callable"),
     (lambda meta: meta.update(base="arch:{\"stem\": -1}"), "architecture"),
-    (lambda meta: meta.update(base="hf:/no/such/folder"), "config.json: the transformers config is missing"),
+    (lambda meta: meta.update(base="hf:/no/such/folder"), "no config.json there"),
     (lambda meta: meta.update(history={}), "history: expected a list"),
     (lambda meta: meta["history"][0].pop("step"), r"history\[0\]\.step: missing"),
     (lambda meta: meta["history"][0].update(step=3), r"history\[0\]\.step: expected a string"),
@@ -240,7 +240,7 @@ TINY_BERT = {"model_type": "bert", "hidden_size": 8, "num_hidden_layers": 1, "nu
 
 
 @pytest.mark.parametrize("files, message", [
-    ({}, "config.json: the transformers config is missing"),
+    ({}, "no config.json there"),
     ({"config.json": b"\xff"}, "not UTF-8"),
     ({"config.json": b"[1, 2]"}, "not a JSON object"),
     ({"config.json": b'{"model_type": "no-such-model"}'}, "transformers cannot load this folder"),

@@ -98,9 +98,9 @@ def test_untraceable_model_is_a_user_error():
 
 
 def test_unsupported_layer_is_skipped_with_a_warning_naming_it():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.Conv2d(8, 8, 3), nn.ReLU(),
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.InstanceNorm2d(8, affine=True), nn.Conv2d(8, 8, 3), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
-    with pytest.warns(UserWarning, match=r"skipped 1 \(GroupNorm is not supported\)"):
+    with pytest.warns(UserWarning, match=r"skipped 1 \(InstanceNorm2d is not supported\)"):
         pruned = slimkit.apply(model, ChannelPrune(ratio=0.5), example_inputs=(torch.randn(1, 3, 12, 12),))
     assert pruned[0].out_channels == 8 and pruned[2].out_channels == 4 and pruned[6].in_features == 4
 

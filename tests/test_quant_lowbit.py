@@ -76,7 +76,7 @@ def test_binary_weights_pack_one_bit_each():
     quant = slimkit.apply(nn.Sequential(linear), q.Quantize(weights="binary", activations="none"),
                           example_inputs=(torch.randn(1, 256),))[0]
     assert quant.weight_packed.numel() == 256 * 128 // 8
-    w = quant.weight()
+    w = quant.weight
     assert torch.equal(w.sign(), torch.where(reference >= 0, 1.0, -1.0))
     assert torch.allclose(w.abs().amax(1), reference.abs().mean(1))  # XNOR-Net scale: mean |w| per channel
     # uniform weights: the best 1-bit code keeps 6.0 dB (SNR of sign * mean|w| on U(-a, a) is 10 log10 4)

@@ -22,6 +22,16 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _input_spec(text: str):
+    """An argparse type: one typed input, ``NAME:DTYPE[D1,D2,...]<HIGH`` (slimkit.measure.inputs.parse_input)."""
+    from .measure.inputs import parse_input
+
+    try:
+        return parse_input(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _int_in(low: int, high: int):
     """An argparse type: an integer in [low, high]."""
     def parse(text: str) -> int:
@@ -123,7 +133,8 @@ def _load(args):
     check_device(args.device)
     model = load_model(args.model, base=args.base)
     task = None if args.data == "none" else load_data(args.data, data_dir=args.data_dir, model=model)
-    return model, task, example_inputs(model, data=task, shape=args.input_shape, batch_sizes=args.batch)
+    return model, task, example_inputs(model, data=task, shape=args.input_shape, inputs=args.input,
+                                       batch_sizes=args.batch)
 
 
 def _cmd_compress(args) -> int:
@@ -230,7 +241,7 @@ def _cmd_demo(args) -> int:
     check_out(args.out, args.overwrite)  # first: OpenVINO's first import, below, writes into the home folder
     check_device(args.device)
     args.model, args.recipe, args.teacher, args.input_shape = "zoo:fashion-cnn", str(files("slimkit") / "recipes" / "demo.yaml"), None, None
-    args.base = None
+    args.base = args.input = None
     args.metric_backend = "onnxruntime"  # score the quantized model on integer kernels (the same QDQ graph OpenVINO runs)
     args.backends = ("onnxruntime", "openvino") if RUNTIMES["openvino"].available() is None else ("onnxruntime",)
     code = _cmd_compress(args)
@@ -255,9 +266,14 @@ def _demo_versus_peers(args) -> None:
 
 
 def _common(p, data_default: str | None = "none") -> None:
-    p.add_argument("--data", default=data_default, help="fashion-mnist, digits, text, none, or package.module:callable")
+    p.add_argument("--data", default=data_default, help="fashion-mnist, digits, text, imagefolder:DIR[?size=N], "
+                   "datasets:PATH?input=COL[&label=COL], none, or package.module:callable")
     p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (default: Debian's location)")
-    p.add_argument("--input-shape", type=_shape, help="batch-1 input shape for random inputs, e.g. 1,3,224,224")
+    shapes = p.add_mutually_exclusive_group()
+    shapes.add_argument("--input-shape", type=_shape, help="batch-1 input shape for random inputs, e.g. 1,3,224,224")
+    shapes.add_argument("--input", type=_input_spec, action="append", metavar="NAME:DTYPE[SHAPE]<HIGH",
+                        help="one typed batch-1 input (repeat for each), e.g. input_ids:int64[1,32]<30522 "
+                        "attention_mask:int64[1,32] (integers below HIGH; a mask without HIGH is ones)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--backends", type=_backends, default=("eager", "onnxruntime"), help="comma list of eager,compile,onnxruntime,openvino, or none (no timing)")
     p.add_argument("--batch", type=_batches, default=(1, 64), help="comma list of batch sizes for latency")
@@ -283,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model and save a checkpoint")
     _model(p)
-    p.add_argument("--data", required=True, help="fashion-mnist, digits, text or package.module:callable")
+    p.add_argument("--data", required=True, help="fashion-mnist, digits, text, imagefolder:DIR[?size=N], "
+                   "datasets:PATH?input=COL[&label=COL] or package.module:callable")
     p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=_finite, default=0.05)

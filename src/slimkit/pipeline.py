@@ -15,6 +15,7 @@ from .data.task import Task
 from .devices import check_device
 from .errors import UserError
 from .files import atomic_dir, check_out
+from .graph.copying import deep_copy
 from .measure import check_inputs_fit, default_threads, first_non_finite, measure
 from .measure.latency import batch_of, check_backends, measure_latency_many
 from .measure.machine import environment
@@ -65,7 +66,7 @@ def apply(model: nn.Module, config: StepConfig, *, example_inputs: tuple | None 
         raise UserError("apply() needs example_inputs or data.")
     before_step = copy.deepcopy(model).eval()  # fine_tune's target, and the teacher unless one is given
     before = origin(model)
-    model = copy.deepcopy(model)
+    model = deep_copy(model)  # shares no parametrized class with the caller's model
     with tempfile.TemporaryDirectory(prefix="slimkit-") as scratch:
         ctx = Context(example_inputs or data.example_inputs(1), data, None, before_step, device, default_threads(),
                       Path(out_dir or scratch), progress=False)
@@ -126,7 +127,7 @@ def compress(
     stop_if_non_finite(model, example_inputs, "the input model")
     base, history = origin(model)["base"], list(origin(model)["history"])
     reference = copy.deepcopy(model).eval()
-    model = copy.deepcopy(model)  # the caller's model is left as it was
+    model = deep_copy(model)  # the caller's model is left as it was, parametrized classes included
     say = _printer(progress)
 
     def measured(m: nn.Module) -> dict:  # everything but latency, which is timed side by side at the end

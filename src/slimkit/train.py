@@ -18,11 +18,12 @@ from typing import Callable, Iterator, Literal
 import torch
 from torch import Tensor, nn
 
-from .data.task import Task, batches
+from .data.task import Task
 from .devices import check_device
 from .errors import UserError
 from .files import atomic_dir, check_out
-from .graph.masks import WEIGHTED, make_permanent, set_masks
+from .graph.layers import weighted
+from .graph.masks import make_permanent, set_masks
 from .measure.metric import evaluate
 from .models.checkpoint import run_labels, save_checkpoint
 from .recipe import StepConfig, check, register
@@ -124,7 +125,7 @@ def fit(
     progress: bool = True,
     callbacks: tuple[Callback, ...] = (),
 ) -> dict:
-    """Train ``model`` in place on ``task.train``; returns {"loss": [mean loss per epoch], "epochs"}.
+    """Train ``model`` in place on the task's training split; returns {"loss": [mean loss per epoch], "epochs"}.
 
     Args:
         loss_fn: ``loss_fn(model, batch)``; default cross-entropy with ``cfg.label_smoothing``.
@@ -146,21 +147,21 @@ def fit(
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = loss_fn or classification_loss(cfg.label_smoothing)
-    n = math.ceil(len(task.train[0]) / world / cfg.batch_size)
+    n = math.ceil(task.train_size / world / cfg.batch_size)
     per_epoch = min(n, cfg.max_batches or n)
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, per_epoch * cfg.epochs)
     history, start = {"loss": []}, 0
     if state_file and Path(state_file).exists():
         history, start = _resume(state_file, model, opt, sched, device)
-    train = tuple(t.to(device) for t in task.train)
     for epoch in range(start, cfg.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         total, count = 0.0, 0
         bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0, leave=False)
-        for i, batch in enumerate(batches(train, cfg.batch_size, shuffle=True, generator=gen, rank=rank, world_size=world)):
+        for i, batch in enumerate(task.train_batches(cfg.batch_size, shuffle=True, generator=gen, rank=rank, world_size=world)):
             if i >= per_epoch:
                 break
+            batch = tuple(t.to(device) for t in batch)
             if task.augment is not None:
                 batch = (task.augment(batch[0]), *batch[1:])
             loss = loss_fn(net, batch)
@@ -250,7 +251,7 @@ def zeros_kept(model: nn.Module) -> Iterator[None]:
 
     Clustered and quantized layers are not touched: their weights are not plain parameters.
     """
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, WEIGHTED)
+    layers = {name: m for name, m in model.named_modules() if weighted(m)
               and isinstance(getattr(m, "weight", None), nn.Parameter) and bool((m.weight == 0).any())}
     set_masks(layers, {name: layer.weight.detach() != 0 for name, layer in layers.items()})
     try:

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..graph.layers import is_conv1d, layer_base
 from .kmeans import kmeans_1d
 from .packing import pack_bits, packed_length, unpack_bits
 
@@ -57,17 +58,31 @@ class SharedWeight(nn.Module):
 
 
 class ClusteredLayer(nn.Module):
-    """A Linear/Conv/Embedding layer whose weight comes from a :class:`SharedWeight`."""
+    """A Linear/Conv/Embedding layer (a subclass computing like one, or transformers' Conv1D) whose weight comes
+    from a :class:`SharedWeight`."""
 
     def __init__(self, layer: nn.Module, shared: SharedWeight):
         super().__init__()
-        if not isinstance(layer, SHAREABLE):
+        if layer_base(layer, SHAREABLE) is None:
             raise TypeError(f"cannot share the weight of {type(layer).__name__}")
+        self.transposed = is_conv1d(layer)  # weight stored (in, out)
         del layer.weight  # the dense tensor is replaced by the codebook, not kept beside it
         self.layer, self.shared = layer, shared
 
+    @property
+    def weight(self) -> Tensor:
+        """The dense weight, in the replaced layer's layout (read-only), for models that read ``layer.weight``."""
+        return self.shared()
+
+    @property
+    def bias(self) -> Tensor | None:
+        """The replaced layer's bias (nn.TransformerEncoderLayer's fast path reads it from its layers)."""
+        return getattr(self.layer, "bias", None)
+
     def forward(self, x: Tensor) -> Tensor:
         weight, layer = self.shared(), self.layer
+        if self.transposed:
+            return F.linear(x, weight.T, layer.bias)
         if isinstance(layer, nn.Linear):
             return F.linear(x, weight, layer.bias)
         if isinstance(layer, nn.Embedding):
@@ -77,4 +92,4 @@ class ClusteredLayer(nn.Module):
 
     def float_weight(self) -> Tensor:
         """The codebook lookup (:class:`slimkit.measure.layers.StoredWeight`)."""
-        return self.shared()
+        return self.weight

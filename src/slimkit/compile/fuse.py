@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..graph.fold import LAYERS, fold_into, graph_pairs, sequential_pairs
+from ..models.outputs import output_tensor
 from ..recipe import StepConfig, register
 
 IDENTITIES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -233,13 +234,14 @@ def _replay(model: nn.Module, entry: dict) -> nn.Module:
 
 @register(Fuse, replay=_replay)
 def fuse(model: nn.Module, cfg: Fuse, ctx) -> nn.Module:
-    """Optimise the graph, check the outputs are unchanged on the example inputs, and note what was done."""
+    """Optimise the graph, check the outputs (the tensor of what the model returns, see
+    :mod:`slimkit.models.outputs`) are unchanged on the example inputs, and note what was done."""
     reference = ctx.batch(2)
     with torch.inference_mode():
-        before = model.eval()(*reference)
+        before = output_tensor(model.eval()(*reference))
     model, result = fuse_model(model, cfg)
     with torch.inference_mode():
-        diff = (model(*reference) - before).abs().max().item()
+        diff = (output_tensor(model(*reference)) - before).abs().max().item()
     ctx.record({"traced": result.traced, "folded": [list(p) for p in result.folded], "fused": result.fused})
     ctx.notes.append(f"{result.summary()} (outputs within {diff:.1e} of the unfused model)")
     return model

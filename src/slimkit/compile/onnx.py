@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 from torch import nn
 
 from ..errors import UserError
+from ..models.outputs import TENSOR_NAME, cache_off
 from ..recipe import StepConfig, check, register
 from ..runtime import RUNTIMES, TOLERANCES, is_quantized, verify
 from ..runtime.onnx import export_onnx, input_names
@@ -89,13 +93,28 @@ class Export(StepConfig):
 @register(Export)
 def export(model: nn.Module, cfg: Export, ctx) -> nn.Module:
     """Write model.onnx (and model.fp16.onnx) into the run directory, check them against PyTorch on
-    batch 1 and 2 in onnxruntime, and choose the backend (backend.json)."""
+    batch 1 and 2 in onnxruntime, and choose the backend (backend.json). Files are written to a staging folder
+    and moved into the run directory only once every check passed: a failed export leaves none behind."""
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=ctx.out_dir) as staging:
+        _export_checked(model, cfg, dataclasses.replace(ctx, out_dir=Path(staging)))
+        for item in Path(staging).iterdir():
+            target = ctx.out_dir / item.name
+            if target.is_dir():  # an earlier export's deploy/
+                shutil.rmtree(target)
+            item.replace(target)
+    return model
+
+
+def _export_checked(model: nn.Module, cfg: Export, ctx) -> None:
+    """:func:`export` into ``ctx.out_dir``."""
     probe = ctx.batch(2) if cfg.dynamic_batch else ctx.example_inputs
     trim = _padding_to_trim(model, cfg, ctx, probe)
     path = export_onnx(model, ctx.example_inputs, ctx.out_dir / "model.onnx", cfg.opset, cfg.dynamic_batch, trim is not None)
     ort = RUNTIMES["onnxruntime"]
-    diff = verify(ort.prepare(path, probe, threads=ctx.threads, opt_level=cfg.ort_opt_level), model, probe)
+    predictor = ort.prepare(path, probe, threads=ctx.threads, opt_level=cfg.ort_opt_level)
+    diff = verify(predictor, model, probe)
+    _note_output(model, predictor.handle.get_outputs()[0].name, ctx)
     atol, name = (cfg.atol_quantized, "atol_quantized") if is_quantized(model) else (cfg.atol, "atol")
     if diff > atol:
         raise UserError(f"Exported ONNX differs from PyTorch by {diff:.2e} > {name} {atol}; raise `{name}` or report the model.")
@@ -114,7 +133,13 @@ def export(model: nn.Module, cfg: Export, ctx) -> nn.Module:
                          f"PyTorch FP32 within {diffs['onnx_fp16']:.1e} (max abs)")
     tolerances = {"fp32": cfg.atol, "fp16": cfg.atol_fp16, "bf16": cfg.atol_bf16, "int8": cfg.atol_quantized}
     select_backend(model, cfg, ctx, diffs, tolerances, trim)
-    return model
+
+
+def _note_output(model: nn.Module, output: str, ctx) -> None:
+    """Note which of the model's outputs model.onnx returns, and that it runs without a key/value cache."""
+    cache = " with use_cache=False (its config turns the key/value cache on)" if cache_off(model) else ""
+    if output != TENSOR_NAME or cache:
+        ctx.notes.append(f"export: model.onnx returns the model's `{output}`{cache}")
 
 
 def _padding_to_trim(model: nn.Module, cfg: Export, ctx, probe: tuple) -> int | None:

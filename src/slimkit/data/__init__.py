@@ -1,4 +1,5 @@
-"""Datasets as in-memory Tasks: ``load_data("fashion-mnist" | "digits" | "text" | "module:callable")``."""
+"""Datasets as Tasks: ``load_data("fashion-mnist" | "digits" | "text" | "imagefolder:DIR" | "datasets:PATH" |
+"module:callable")``."""
 from __future__ import annotations
 
 import inspect
@@ -9,14 +10,38 @@ from .task import Task, batches
 __all__ = ["Task", "batches", "load_data"]
 
 
-def load_data(spec: str, *, data_dir: str | None = None, model=None) -> Task:
+KINDS = "fashion-mnist, digits, text, imagefolder:DIR, datasets:PATH, none, or package.module:callable"
+
+
+def load_data(spec: str, *, data_dir: str | None = None, model=None, **options) -> Task:
     """Load a Task by name.
 
     Args:
-        spec: ``fashion-mnist``, ``digits``, ``text`` or ``package.module:callable`` returning a Task.
+        spec: ``fashion-mnist``, ``digits``, ``text``, ``imagefolder:DIR`` (a folder of class folders, read lazily),
+            ``datasets:PATH`` (a Hugging Face ``datasets`` folder or a CSV/JSON/Parquet file, read lazily) or
+            ``package.module:callable`` returning a Task. ``imagefolder:`` and ``datasets:`` take options after
+            ``?``: ``datasets:reviews.csv?input=text&label=stars``.
         data_dir: folder holding the Fashion-MNIST IDX files (default: Debian's install location).
-        model: for ``text``, the model whose ``tokenizer`` attribute tokenises the corpus.
+        model: the model the data is for: its ``tokenizer`` attribute tokenises text (``text``, text columns), and
+            its input shape, when its SPEC tells (zoo models), sets the image size and channels.
+        options: the options of ``imagefolder:``/``datasets:`` as keyword arguments (they win over the SPEC's).
     """
+    kind, _, rest = spec.partition(":")
+    if kind in ("imagefolder", "datasets"):
+        from .options import split_spec
+
+        path, given = split_spec(rest)
+        if not path:
+            raise UserError(f"{spec!r} names no path: write {kind}:PATH, e.g. {kind}:data/photos.")
+        if kind == "imagefolder":
+            from . import imagefolder
+
+            return imagefolder.load(path, model, **{**given, **options})
+        from . import hf_datasets
+
+        return hf_datasets.load(path, model, **{**given, **options})
+    if options:
+        raise UserError(f"Options {', '.join(sorted(options))} apply to imagefolder: and datasets: data, not {spec!r}.")
     if spec == "fashion-mnist":
         from . import fashion_mnist
 
@@ -30,13 +55,10 @@ def load_data(spec: str, *, data_dir: str | None = None, model=None) -> Task:
 
         return text.load(getattr(model, "tokenizer", None))
     if spec == "none":
-        raise UserError("This needs data: pass fashion-mnist, digits, text or package.module:callable, not none.")
+        raise UserError(f"This needs data: pass {KINDS.replace(', none', '')}, not none.")
     if ":" in spec:
         return _from_callable(spec)
-    raise UserError(
-        f"Unknown dataset {spec!r}. Use fashion-mnist, digits, text, none, or package.module:callable "
-        "returning a slimkit.Task."
-    )
+    raise UserError(f"Unknown dataset {spec!r}. Use {KINDS} returning a slimkit.Task.")
 
 
 def _from_callable(spec: str) -> Task:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data.task import Task, batches
+from ..data.task import Task
 from ..errors import UserError
 from ..models import load_model
 from ..recipe import register
@@ -59,7 +59,7 @@ def distill_into(student: nn.Module, teachers: list[nn.Module], task, cfg: Disti
                 _check_outputs(out, ref)
                 adapters = [adapter(s, t, f"{a} -> {b}") for s, t, (a, b) in zip(student_taps.take(), teacher_taps.take(), pairs)]
             harness = Harness(student, adapters)
-            cached = not pairs and task.augment is None and _passes(task, cfg) >= 2
+            cached = not pairs and task.augment is None and task.in_memory and _passes(task, cfg) >= 2
             if cached:
                 task = with_teacher_outputs(task, teachers, device, cfg.batch_size)
             return fit(harness, task, cfg, loss_fn=_loss(teachers, student_taps, teacher_taps, harness, task, cfg, cached),
@@ -71,7 +71,7 @@ def distill_into(student: nn.Module, teachers: list[nn.Module], task, cfg: Disti
 
 def _passes(task, cfg: Distill) -> float:
     """How many times training reads each training sample on average."""
-    n = len(task.train[0])
+    n = task.train_size
     per_epoch = -(-n // cfg.batch_size)
     return cfg.epochs * min(per_epoch, cfg.max_batches or per_epoch) * cfg.batch_size / n
 
@@ -79,9 +79,10 @@ def _passes(task, cfg: Distill) -> float:
 @torch.no_grad()
 def with_teacher_outputs(task: Task, teachers: list[nn.Module], device: str, batch_size: int) -> Task:
     """``task`` with the teachers' outputs on every training sample appended to its training split, computed once:
-    without augmentation a teacher sees the same inputs every epoch, so its outputs can be read instead of recomputed."""
-    inputs = task.train[: task.n_inputs]
-    outputs = [torch.cat([t(*(x.to(device) for x in b)).cpu() for b in batches(inputs, batch_size)]) for t in teachers]
+    without augmentation a teacher sees the same inputs every epoch, so its outputs can be read instead of recomputed.
+    In-memory tasks only: a streaming task's teachers run on every batch instead."""
+    inputs = [b[: task.n_inputs] for b in task.train_batches(batch_size)]
+    outputs = [torch.cat([t(*(x.to(device) for x in b)).cpu() for b in inputs]) for t in teachers]
     return dataclasses.replace(task, train=(*task.train, *outputs))
 
 

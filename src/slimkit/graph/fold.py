@@ -4,13 +4,16 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from .layers import editable
+
 LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def foldable(layer: nn.Module, bn: nn.Module, layers: tuple[type, ...] = LAYERS) -> bool:
-    """True when ``bn`` (with running statistics) normalises exactly the output channels of ``layer``."""
-    if not isinstance(layer, layers) or not isinstance(bn, NORMS) or bn.running_mean is None:
+    """True when ``bn`` (with running statistics) normalises exactly the output channels of ``layer``, one of
+    ``layers`` (or a subclass computing like it) with a plain weight parameter to fold into."""
+    if not editable(layer, layers) or not isinstance(bn, NORMS) or bn.running_mean is None:
         return False
     channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
     return bn.num_features == channels

@@ -1,4 +1,5 @@
-"""Factorised replacements for Linear/Conv2d layers: structure, weights and MAC cost.
+"""Factorised replacements for Linear/Conv2d layers (and transformers' Conv1D, a Linear with its weight stored
+transposed): structure, weights and MAC cost.
 
 Ranks are lists: ``svd`` -> ``[r]``, ``tucker`` -> ``[r_out, r_in]``, ``cp`` -> ``[r]``.
 """
@@ -11,18 +12,49 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import require
+from ..graph.layers import compute_weight, is_conv1d
+
+
+class Factorised(nn.Sequential):
+    """The layers replacing a factorised layer, run in order.
+
+    ``weight`` is the dense weight their product computes with, in the replaced layer's layout (a Conv1D's
+    transposed), dtype and device: read-only, for models that read ``layer.weight``.
+    """
+
+    def __init__(self, *layers: nn.Module, kind: str = "svd", transposed: bool = False):
+        super().__init__(*layers)
+        self.kind, self.transposed = kind, transposed
+
+    @property
+    def weight(self) -> Tensor:
+        """The dense weight of the factors' product (read-only)."""
+        w = [m.weight.flatten(1) for m in self]
+        first, last = self[0].weight, self[-1].weight
+        if self.kind == "svd":
+            dense = (w[1] @ w[0]).reshape(last.shape[0], *first.shape[1:])
+        elif self.kind == "tucker":
+            dense = torch.einsum("oa,abhw,bi->oihw", w[2], self[1].weight, w[0])
+        else:
+            dense = torch.einsum("or,rh,rw,ri->oihw", w[3], w[1], w[2], w[0])
+        return dense.T if self.transposed else dense
+
+    @property
+    def bias(self) -> Tensor | None:
+        """The last factor's bias, the replaced layer's (nn.TransformerEncoderLayer's fast path reads it)."""
+        return self[-1].bias
 
 
 def kind_of(layer: nn.Module, conv: str) -> str:
-    """``svd`` for Linear and 1x1 convs, else the configured conv decomposition."""
-    if isinstance(layer, nn.Linear) or tuple(layer.kernel_size) == (1, 1):
+    """``svd`` for Linear (and Conv1D) and 1x1 convs, else the configured conv decomposition."""
+    if not isinstance(layer, nn.Conv2d) or tuple(layer.kernel_size) == (1, 1):
         return "svd"
     return conv
 
 
 def max_ranks(layer: nn.Module, kind: str) -> list[int]:
     """The largest ranks a decomposition of ``layer`` may use."""
-    shape = layer.weight.shape
+    shape = compute_weight(layer).shape
     if kind == "tucker":
         return list(shape[:2])
     if kind == "svd":
@@ -36,9 +68,10 @@ def macs(layer: nn.Module, kind: str | None, ranks: list[int], in_size: tuple[in
     ``in_size``/``out_size`` are the spatial sizes (H, W) of a conv's input/output, or the leading
     positions (e.g. tokens) of a Linear's input.
     """
-    out_dim, in_dim = layer.weight.shape[:2]
+    shape = compute_weight(layer).shape
+    out_dim, in_dim = shape[:2]
     pin, pout = math.prod(in_size), math.prod(out_size)
-    taps = math.prod(layer.weight.shape[2:])
+    taps = math.prod(shape[2:])
     if kind is None:
         return pout * out_dim * in_dim * taps
     if kind == "svd":
@@ -51,33 +84,37 @@ def macs(layer: nn.Module, kind: str | None, ranks: list[int], in_size: tuple[in
     return pin * in_dim * r + out_size[0] * in_size[1] * r * kh + pout * r * (kw + out_dim)
 
 
-def build(layer: nn.Module, kind: str, ranks: list[int]) -> nn.Sequential:
+def build(layer: nn.Module, kind: str, ranks: list[int]) -> Factorised:
     """The factorised structure replacing ``layer`` (weights uninitialised; see :func:`factorise`)."""
     bias = layer.bias is not None
-    if isinstance(layer, nn.Linear):
+    if not isinstance(layer, nn.Conv2d):
         (r,) = ranks
-        return nn.Sequential(nn.Linear(layer.in_features, r, bias=False), nn.Linear(r, layer.out_features, bias=bias))
+        out_features, in_features = compute_weight(layer).shape
+        return Factorised(nn.Linear(in_features, r, bias=False), nn.Linear(r, out_features, bias=bias),
+                          transposed=is_conv1d(layer))
     cin, cout = layer.in_channels, layer.out_channels
     geometry = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, padding_mode=layer.padding_mode)
     if kind == "svd":
         (r,) = ranks
-        return nn.Sequential(nn.Conv2d(cin, r, 1, bias=False, **geometry), nn.Conv2d(r, cout, 1, bias=bias))
+        return Factorised(nn.Conv2d(cin, r, 1, bias=False, **geometry), nn.Conv2d(r, cout, 1, bias=bias))
     if kind == "tucker":
         r_out, r_in = ranks
-        return nn.Sequential(
+        return Factorised(
             nn.Conv2d(cin, r_in, 1, bias=False),
             nn.Conv2d(r_in, r_out, layer.kernel_size, bias=False, **geometry),
             nn.Conv2d(r_out, cout, 1, bias=bias),
+            kind=kind,
         )
     (r,) = ranks
     (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
     pad = layer.padding if isinstance(layer.padding, str) else None
     ph, pw = (0, 0) if pad else layer.padding
-    return nn.Sequential(
+    return Factorised(
         nn.Conv2d(cin, r, 1, bias=False),
         nn.Conv2d(r, r, (kh, 1), (sh, 1), pad or (ph, 0), (dh, 1), groups=r, bias=False, padding_mode=layer.padding_mode),
         nn.Conv2d(r, r, (1, kw), (1, sw), pad or (0, pw), (1, dw), groups=r, bias=False, padding_mode=layer.padding_mode),
         nn.Conv2d(r, cout, 1, bias=bias),
+        kind=kind,
     )
 
 
@@ -101,11 +138,11 @@ def factors(weight: Tensor, kind: str, ranks: list[int]) -> list[Tensor]:
     return [a_in.T, a_h.T, a_w.T, a_out * lam]
 
 
-def factorise(layer: nn.Module, kind: str, ranks: list[int]) -> nn.Sequential:
+def factorise(layer: nn.Module, kind: str, ranks: list[int]) -> Factorised:
     """``layer`` replaced by its ``kind`` factorisation with ``ranks`` (same dtype, device, bias)."""
     seq = build(layer, kind, ranks).to(layer.weight.device, layer.weight.dtype)
     with torch.no_grad():
-        for child, value in zip(seq, factors(layer.weight, kind, ranks)):
+        for child, value in zip(seq, factors(compute_weight(layer), kind, ranks)):
             child.weight.copy_(value.reshape(child.weight.shape))
         if layer.bias is not None:
             seq[-1].bias.copy_(layer.bias)

@@ -9,10 +9,14 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..graph.layers import compute_weight, is_conv1d, read_by_parent, tie_notes, tied_weights, unlike_base, weighted
 from ..recipe import register
 from .config import LowRank
 from .factor import build, factorise, kind_of, macs, max_ranks
 from .ranks import energy_rank, unfold, vbmf_rank
+
+
+FACTORISABLE = (nn.Linear, nn.Conv2d)  # and transformers' Conv1D
 
 
 @dataclass
@@ -32,8 +36,8 @@ class Site:
 
 def find_sites(model: nn.Module, example_inputs: tuple, cfg: LowRank) -> tuple[list[Site], list[str]]:
     """Layers selected by ``cfg.layers`` that a forward pass reaches, and the names of skipped ones."""
-    chosen, skipped = {}, []
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    chosen, skipped, parent_reads = {}, [], read_by_parent(model)
+    layers = {name: m for name, m in model.named_modules() if weighted(m) and (isinstance(m, FACTORISABLE) or is_conv1d(m))}
     for pattern in cfg.layers:
         if not any(fnmatch(name, pattern) for name in layers):
             raise UserError(f"low_rank.layers: {pattern!r} matches no Linear/Conv2d layer; "
@@ -41,7 +45,10 @@ def find_sites(model: nn.Module, example_inputs: tuple, cfg: LowRank) -> tuple[l
     for name, m in layers.items():
         if cfg.layers and not any(fnmatch(name, p) for p in cfg.layers):
             continue
-        if isinstance(m, nn.Conv2d) and m.groups != 1:
+        why = unlike_base(m, FACTORISABLE) or parent_reads.get(name)
+        if why:
+            skipped.append(f"{name} ({why})")
+        elif isinstance(m, nn.Conv2d) and m.groups != 1:
             skipped.append(f"{name} (grouped conv)")
         else:
             chosen[name] = m
@@ -49,7 +56,7 @@ def find_sites(model: nn.Module, example_inputs: tuple, cfg: LowRank) -> tuple[l
 
     def hook(name):
         def record(module, args, output):
-            trim = slice(1, -1) if isinstance(module, nn.Linear) else slice(2, None)
+            trim = slice(2, None) if isinstance(module, nn.Conv2d) else slice(1, -1)
             sizes[name] = (tuple(args[0].shape[trim]), tuple(output.shape[trim]))
         return record
 
@@ -82,7 +89,7 @@ def choose_ranks(site: Site, cfg: LowRank) -> list[int] | None:
             if site.macs(ranks) <= budget:
                 return ranks
         return None
-    weight = site.layer.weight.detach()
+    weight = compute_weight(site.layer).detach()
     pick = vbmf_rank if cfg.rank_by == "vbmf" else (lambda m: energy_rank(m, cfg.energy))
     if site.kind == "svd":
         ranks = [pick(weight.flatten(1))]
@@ -101,6 +108,7 @@ def rounded(ranks: list[int], limit: list[int], step: int, turn=math.ceil) -> li
 def low_rank(model: nn.Module, cfg: LowRank, ctx) -> nn.Module:
     """Factorise the selected layers; record what was done so checkpoints rebuild the new structure."""
     sites, skipped = find_sites(model, ctx.example_inputs, cfg)
+    ties = tied_weights(model, [site.name for site in sites])
     done, before, after = {}, 0, 0
     for site in sites:
         ranks = choose_ranks(site, cfg)
@@ -117,6 +125,7 @@ def low_rank(model: nn.Module, cfg: LowRank, ctx) -> nn.Module:
         ctx.record({"layers": done})
     if skipped:
         ctx.notes.append("low_rank: left alone: " + "; ".join(skipped))
+    ctx.notes += tie_notes("low_rank", {name: ties[name] for name in done if name in ties})
     return model
 
 

@@ -14,10 +14,12 @@ from .latency import BACKENDS, batch_of, measure_latency
 from .finite import first_non_finite
 from .inputs import example_inputs
 from .memory import check_inputs_fit, peak_memory
+from .next_token import next_token_loss, perplexity
 from .metric import evaluate
 from .size import artifact_size, sparse_size
 
-__all__ = ["measure", "default_threads", "check_inputs_fit", "example_inputs", "first_non_finite", "BACKENDS"]
+__all__ = ["measure", "default_threads", "check_inputs_fit", "example_inputs", "first_non_finite", "next_token_loss",
+           "perplexity", "BACKENDS"]
 
 
 def default_threads() -> int:

@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..graph.layers import is_leaf
+
 
 def count_params(model: nn.Module) -> tuple[int, int]:
     """(total, non-zero) elements over parameters and floating-point buffers that are weights.
@@ -30,14 +32,15 @@ def _is_weight_buffer(name: str) -> bool:
 
 @torch.inference_mode()
 def count_macs(model: nn.Module, example_inputs: tuple) -> tuple[int, dict[str, int]]:
-    """(total MACs, MACs per leaf module name) for one forward pass on ``example_inputs``.
+    """(total MACs, MACs per leaf module name) for one forward pass on ``example_inputs``; a layer with
+    parametrizations (``weight_norm``, masks) counts as a leaf.
 
     Counted by ``torch.utils.flop_counter`` (convolution, matmul, addmm, bmm, attention), as FLOPs / 2.
     """
     model.eval()
     with FlopCounterMode(display=False) as counter:
         model(*example_inputs)
-    leaves = {name for name, m in model.named_modules() if name and not any(True for _ in m.children())}
+    leaves = {name for name, m in model.named_modules() if name and is_leaf(m)}
     root = type(model).__name__ + "."
     per_layer = {}
     for name, ops in counter.get_flop_counts().items():

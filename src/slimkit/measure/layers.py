@@ -6,6 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 HISTOGRAM_BINS = 60
 
@@ -28,10 +29,17 @@ def layer_weights(model: nn.Module) -> dict[str, Tensor]:
     out = {}
     with torch.no_grad():
         for name, module in model.named_modules():
-            weight = module.float_weight() if isinstance(module, StoredWeight) else getattr(module, "weight", None)
+            weight = module.float_weight() if isinstance(module, StoredWeight) else _held_weight(module)
             if name and isinstance(weight, Tensor) and weight.dim() >= 2:
                 out[name] = weight.detach().float().cpu()
     return out
+
+
+def _held_weight(module: nn.Module) -> Tensor | None:
+    """The module's own weight (a parameter, buffer or parametrized tensor), not one derived from its children
+    (a factorised layer's ``weight`` property): those children are counted themselves."""
+    held = "weight" in module._parameters or "weight" in module._buffers or parametrize.is_parametrized(module, "weight")
+    return module.weight if held else None
 
 
 def layer_stats(weights: dict[str, Tensor], macs_per_layer: dict[str, int]) -> dict[str, dict]:

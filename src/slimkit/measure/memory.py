@@ -100,7 +100,8 @@ def check_inputs_fit(model: nn.Module, inputs: tuple, batch_sizes: tuple[int, ..
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError, AttributeError, KeyError) as exc:
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise UserError(f"The model does not take inputs of shape {_shapes(inputs)}: {detail}. "
-                        "Pass --input-shape with the shape the model expects (e.g. 1,3,224,224), or --data.") from None
+                        "Pass --input-shape with the shape the model expects (e.g. 1,3,224,224), --input with its typed "
+                        "inputs (e.g. 'input_ids:int64[1,32]<30522'), or --data.") from None
     weights = weight_bytes(model)
     need = weights + (peak - weights) * largest
     if need > budget:

@@ -15,7 +15,8 @@ from ..data.task import Task
 from ..errors import UserError
 from ..measure.counts import count_macs
 from ..recipe import StepConfig, check, register
-from .graph import FIXED, analyse
+from .graph import analyse
+from .ids import FIXED, varies
 from .importance import criterion
 from .layers import WEIGHTED, ignored_names
 from . import transformer
@@ -30,17 +31,19 @@ MAX_RATIO = 0.99
 class ChannelPrune(StepConfig):
     """Remove the least important output channels (filters, neurons) and shrink what depends on them.
 
-    Channels coupled by the graph (residual adds, concatenation, depthwise and grouped convs, norms,
-    flatten into Linear) form groups, found by tracing with torch.fx; each group loses the same fraction.
-    The model's outputs (the classifier) and layers the graph cannot handle keep their channels.
-    On a transformers BERT-family encoder (e.g. ``zoo:minilm``) the prunable groups are each layer's FFN
-    neurons and attention heads instead (no tracing needed); hidden sizes are kept.
+    Channels coupled by the graph (residual adds, concatenation, slicing, depthwise and grouped convs, norms,
+    flatten into Linear, attention heads) form groups, found by tracing with torch.fx; each group loses the
+    same fraction. The model's outputs (the classifier) and what the graph cannot handle keep their channels,
+    each named in the notes with the reason. On a transformers model whose layers
+    :data:`slimkit.prune.transformer.LAYOUTS` describes (BERT family, ViT, DistilBERT, Llama with grouped-query
+    attention) the prunable groups are each layer's FFN neurons and attention heads instead (no tracing
+    needed); hidden sizes are kept.
 
     Args:
-        ratio: fraction of the channels removed in each prunable group, in [0, 1); on a BERT-family
-            encoder, the fraction of each layer's FFN neurons removed.
-        heads: fraction of the attention heads removed in each layer of a BERT-family encoder, in
-            [0, 1); every layer keeps at least one head.
+        ratio: fraction of the channels removed in each prunable group (attention heads found in the
+            graph included), in [0, 1); on a transformers model, the fraction of each layer's FFN neurons.
+        heads: fraction of the attention heads (key/value head groups with grouped-query attention) removed
+            in each layer of a transformers model, in [0, 1); every layer keeps at least one.
         importance: ``l1``, ``l2``, ``taylor`` (|w * dL/dw|, needs data) or ``random``, summed over
             every weight a channel touches.
         ignore: module names whose input and output channels are kept (a name covers modules inside it).
@@ -89,8 +92,9 @@ class ChannelPrune(StepConfig):
 
     def check_model(self, model: nn.Module) -> None:
         if self.heads and not transformer.encoder_layers(model):
-            raise UserError(f"channel_prune.heads applies to transformers BERT-family encoders; {type(model).__name__} "
-                            "has none. Remove `heads` (ratio prunes the channels of other models).")
+            raise UserError(f"channel_prune.heads applies to transformers layers (BERT family, ViT, DistilBERT, Llama); "
+                            f"{type(model).__name__} has none. Remove `heads` (ratio prunes the channels, heads "
+                            "included, of other models).")
 
 
 class ChannelPruner:
@@ -178,17 +182,25 @@ class ChannelPruner:
         return gone[self.roots]
 
     def plan(self, ratio: float | Sequence[float], round_to: int = 1) -> Plan:
-        """Kept channel indices of every module that shrinks at ``ratio`` (global, or one per group)."""
+        """Kept channel indices of every module that shrinks at ``ratio`` (global, or one per group), with the
+        parameters read by the traced code and the head counts that shrink along."""
         gone = self.removed(ratio, round_to)
-        plan: Plan = {}
+        plan: Plan = defaultdict(dict)
         for name, use in self.deps.uses.items():
-            entry = {}
             for side, ids in (("out", use.out_ids), ("in", use.in_ids)):
                 if ids is not None and bool(gone[ids].any()):
-                    entry[side] = torch.nonzero(~gone[ids]).flatten().tolist()
-            if entry:
-                plan[name] = entry
-        return plan
+                    plan[name][side] = torch.nonzero(~gone[ids]).flatten().tolist()
+        for use in self.deps.tensors:
+            ids = self.deps.canonical(use.ids)
+            dims = [d for d in range(ids.dim()) if varies(ids, d)]
+            vector = ids.movedim(dims[0], 0).reshape(ids.shape[dims[0]], -1)[:, 0] if dims else None
+            if vector is not None and bool(gone[vector].any()):
+                keep = torch.nonzero(~gone[vector]).flatten().tolist()
+                plan[use.module].setdefault("tensors", {})[use.attr] = {"dim": dims[0], "keep": keep}
+        for use in self.deps.counts:
+            if bool(gone[use.ids].any()):
+                plan[use.module].setdefault("attrs", {})[use.attr] = int((~gone[use.ids]).sum())
+        return dict(plan)
 
     def macs(self, ratio: float | Sequence[float], round_to: int = 1) -> int:
         """MACs of the model pruned at ``ratio`` (global, or one per group), without pruning it.
@@ -247,14 +259,13 @@ def channel_prune(model: nn.Module, cfg: ChannelPrune, ctx) -> nn.Module:
         return _prune_encoder(model, cfg, ctx, task)
     cfg.check_model(model)
     pruner = ChannelPruner(model, ctx.example_inputs, cfg.importance, cfg.ignore, task)
-    for what in pruner.skipped:
-        message = f"channel_prune skipped {what}: the channels it touches are kept"
-        warnings.warn(message, stacklevel=2)
-        ctx.notes.append(message)
+    for what in dict.fromkeys(pruner.skipped):
+        _warn(ctx, f"channel_prune skipped {what}: the channels it touches are kept")
     fixed = pruner.resolve(cfg.ratios)
     ratio = cfg.ratio if cfg.target_macs is None else pruner.solve(cfg.target_macs, cfg.round_to, fixed)
     ratios = [fixed.get(i, ratio) for i in range(len(pruner.groups))]
     plan = pruner.plan(ratios, cfg.round_to)
+    _warn_if_little_removed(pruner, pruner.macs(ratios, cfg.round_to), cfg, ctx)
     original = copy.deepcopy(model) if cfg.reconstruct else None
     shrink(model, plan)
     _reconstruct(model, original, plan, cfg, ctx, task)
@@ -263,6 +274,22 @@ def channel_prune(model: nn.Module, cfg: ChannelPrune, ctx) -> nn.Module:
     ctx.notes.append(f"channel_prune: ratio {ratio:.3f} over {len(pruner.groups)} channel groups{overridden} "
                      f"shrank {len(plan)} layers")
     return model
+
+
+def _warn(ctx, message: str) -> None:
+    """A warning that also goes into the report's notes."""
+    warnings.warn(message, stacklevel=3)
+    ctx.notes.append(message)
+
+
+def _warn_if_little_removed(pruner: ChannelPruner, macs_after: int, cfg: ChannelPrune, ctx) -> None:
+    """Warn when the plan removes less than a tenth of the MACs the config asked to remove."""
+    base = pruner.layer_macs[0]
+    asked = (cfg.ratio if cfg.target_macs is None else 1 - cfg.target_macs) * base
+    removed = base - macs_after
+    if asked > 0 and removed < asked / 10:
+        _warn(ctx, f"channel_prune removed {removed / base:.1%} of the MACs where about {asked / base:.0%} was asked: "
+                   "most channels are kept by the layers and ops named in the notes above")
 
 
 def _reconstruct(model: nn.Module, original: nn.Module | None, plan: Plan, cfg: ChannelPrune, ctx, task) -> None:
@@ -275,7 +302,7 @@ def _reconstruct(model: nn.Module, original: nn.Module | None, plan: Plan, cfg: 
 
 
 def _prune_encoder(model: nn.Module, cfg: ChannelPrune, ctx, task) -> nn.Module:
-    """Remove FFN neurons (``ratio``) and attention heads (``heads``) from every BERT-family layer."""
+    """Remove FFN neurons (``ratio``) and attention heads (``heads``) from every transformers layer."""
     if cfg.target_macs is not None or cfg.ratios:
         raise UserError("channel_prune.target_macs and .ratios are not supported on transformers encoders; set "
                         "`ratio` (fraction of FFN neurons removed) and `heads` (fraction of attention heads removed).")

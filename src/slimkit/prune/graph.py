@@ -1,15 +1,18 @@
 """Channel dependencies from a torch.fx trace: which channels must be removed together.
 
 Every tensor in the traced graph gets an *id tensor* of the same shape, mapping each element to a channel
-id. Conv/Linear outputs get fresh ids. Elementwise ops unify the ids they combine (residual adds couple
-channels); layout ops (cat, flatten, view, transpose, permute) run on the id tensors themselves, so
-concatenation offsets, flatten-into-Linear expansion and channel shuffles come out exactly; depthwise convs
-pass their input ids through and grouped convs tie each whole group into one id. Id 0 is FIXED: channels
-that reach the model output, come from its inputs, feed ignored layers or ops the analysis does not know.
+id (:mod:`.ids`). Conv/Linear outputs get fresh ids, and so do the parameters the traced code reads itself
+(class tokens, position embeddings, layer scales). Elementwise ops unify the ids they combine (residual adds
+couple channels); layout ops (cat, flatten, view, transpose, permute, slicing) run on the id tensors
+themselves, so concatenation offsets, flatten-into-Linear expansion and channel shuffles come out exactly;
+depthwise convs pass their input ids through, grouped convs and GroupNorm tie each whole group into one id,
+and a reshape that splits channels into heads ties each head into one id (its head-count attribute follows).
+Subclasses of the standard layers (timm's ``BatchNormAct2d``, ``Conv2dSame``, ``LayerNorm2d``) are traced as
+those layers. Id 0 is FIXED: channels that reach the model output, come from its inputs, feed ignored layers
+or ops the analysis does not know; ``Dependencies.skipped`` names each such place and why.
 """
 from __future__ import annotations
 
-import dataclasses
 import operator
 
 import torch
@@ -19,18 +22,22 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from ..errors import UserError
+from .ids import FIXED, Dependencies, TensorUse, Use, channel_vector, matmul_ids, spread, varies
+from .layout import LayoutRules, where
 
-FIXED = 0
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+LAYERS = CONVS + NORMS + (nn.Linear, nn.LayerNorm, nn.GroupNorm)
+"""Layers traced as one node even when subclassed (their subclasses' extra work must be elementwise)."""
 UNARY_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
                  nn.LeakyReLU, nn.ELU, nn.Mish, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
 POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
                 nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
                 nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample)
 UNARY = {F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.leaky_relu, F.elu, F.mish, F.dropout,
-         F.sigmoid, F.tanh, torch.relu, torch.sigmoid, torch.tanh, operator.neg,
-         "relu", "sigmoid", "tanh", "clone", "contiguous", "neg", "float", "to", "type_as", "detach"}
+         F.sigmoid, F.tanh, torch.relu, torch.sigmoid, torch.tanh, operator.neg, torch.exp, torch.sqrt, torch.rsqrt,
+         "relu", "sigmoid", "tanh", "clone", "neg", "float", "to", "type_as", "detach", "exp", "sqrt", "rsqrt",
+         "masked_fill", "pow", operator.pow}
 BINARY = {operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.imul,
           torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum,
           "add", "sub", "mul", "div", "add_", "mul_"}
@@ -38,70 +45,29 @@ POOLS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F
          F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool2d,
          F.interpolate}
 REDUCE = {torch.mean, torch.sum, torch.amax, "mean", "sum", "amax"}
-RESHAPE = {torch.flatten, torch.reshape, "flatten", "reshape", "view"}
-LAYOUT = {torch.transpose, torch.permute, torch.cat, torch.concat, torch.squeeze, torch.unsqueeze,
-          "transpose", "permute", "squeeze", "unsqueeze"}
+SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, F.normalize, "softmax", "log_softmax"}
+MATMUL = {operator.matmul, torch.matmul, torch.bmm, "matmul", "bmm"}
 
 
-@dataclasses.dataclass
-class Use:
-    """A module with parameters and the channel ids along its output and input channels."""
+class _Tracer(fx.Tracer):
+    """fx's tracer, with subclasses of the standard layers kept as single calls instead of traced into."""
 
-    module: nn.Module
-    out_ids: Tensor  # one id per output channel (weight dim 0; a norm's features)
-    in_ids: Tensor | None  # one id per input channel (weight dim 1 for ungrouped Conv/Linear)
-
-
-class Dependencies:
-    """Union-find over channel ids plus, per module name, the ids its parameters are indexed by."""
-
-    def __init__(self):
-        self.parent = [FIXED]
-        self.owner: list[str | None] = [None]  # the module whose output channel each id was born as
-        self.uses: dict[str, Use] = {}
-        self.skipped: list[str] = []
-
-    def fresh(self, n: int, owner: str) -> Tensor:
-        start = len(self.parent)
-        self.parent.extend(range(start, start + n))
-        self.owner.extend([owner] * n)
-        return torch.arange(start, start + n)
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:  # the smaller root wins, so FIXED (0) absorbs every class it touches
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def unify(self, a: Tensor, b: Tensor) -> None:
-        """Union the ids of ``a`` and ``b`` position by position (same shape)."""
-        for x, y in torch.unique(torch.stack([a.flatten(), b.flatten()], 1), dim=0).tolist():
-            self.union(x, y)
-
-    def fix(self, ids: Tensor) -> None:
-        for i in torch.unique(ids).tolist():
-            self.union(i, FIXED)
-
-    def roots(self) -> Tensor:
-        """The class root of every id."""
-        return torch.tensor([self.find(i) for i in range(len(self.parent))])
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, LAYERS) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
     """Symbolically trace ``model``; raise a UserError naming the way out when it cannot be traced."""
+    tracer = _Tracer()
     try:
-        return fx.symbolic_trace(model)
+        graph = tracer.trace(model)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, ...) for untraceable code
         raise UserError(
             f"channel_prune could not trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}). "
             "Structured pruning needs a forward without data-dependent control flow; make it traceable "
             "or use magnitude_prune (unstructured), which needs no graph."
         ) from exc
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
 def analyse(model: nn.Module, example_inputs: tuple, ignore: set[str] = frozenset()) -> Dependencies:
@@ -114,51 +80,34 @@ def analyse(model: nn.Module, example_inputs: tuple, ignore: set[str] = frozense
     model.eval()
     try:
         with torch.no_grad():
-            _Propagator(trace(model), deps, ignore).run(*example_inputs)
+            _Propagator(trace(model), model, deps, ignore).run(*example_inputs)
     finally:
         model.train(was_training)
+    _settle_tensors(deps)
     return deps
+
+
+def _settle_tensors(deps: Dependencies) -> None:
+    """Keep every read parameter whose channels do not lie along exactly one of its dims."""
+    for use in deps.tensors:
+        ids = deps.canonical(use.ids)
+        channel_dims = [d for d in range(ids.dim()) if varies(ids, d)]
+        if len(channel_dims) != 1:
+            deps.fix(ids)
 
 
 def _is_tensor(x) -> bool:
     return isinstance(x, Tensor)
 
 
-def _varies(ids: Tensor, dim: int) -> bool:
-    """True when ids differ along ``dim``."""
-    return bool((ids != ids.narrow(dim, 0, 1)).any())
-
-
-def _channel_vector(ids: Tensor, dim: int) -> Tensor | None:
-    """The id of each index along ``dim``, or None when ids also vary along other dims."""
-    if any(_varies(ids, d) for d in range(ids.dim()) if d != dim):
-        return None
-    return ids.movedim(dim, 0).reshape(ids.shape[dim], -1)[:, 0].clone()
-
-
-def _where(n: fx.Node) -> str:
-    """The module path of a node (its qualified name for module calls), for messages."""
-    if n.op == "call_module":
-        return n.target
-    stack = n.meta.get("nn_module_stack")
-    owner = next(reversed(stack.values()))[0] if stack else ""
-    return f"{owner}.{n.name}" if owner else n.name
-
-
-def _spread(vector: Tensor, shape: torch.Size, dim: int) -> Tensor:
-    """Broadcast a per-channel id vector to ``shape`` along ``dim``."""
-    view = [1] * len(shape)
-    view[dim] = -1
-    return vector.view(view).expand(shape).clone()
-
-
-class _Propagator(fx.Interpreter):
+class _Propagator(LayoutRules, fx.Interpreter):
     """Runs the traced model for real and, beside each value, computes its id tensor."""
 
-    def __init__(self, gm: fx.GraphModule, deps: Dependencies, ignore: set[str]):
+    def __init__(self, gm: fx.GraphModule, model: nn.Module, deps: Dependencies, ignore: set[str]):
         super().__init__(gm)
-        self.deps, self.ignore = deps, ignore
+        self.model, self.deps, self.ignore = model, deps, ignore
         self.ids: dict[fx.Node, object] = {}
+        self.sources: dict[fx.Node, list] = {}  # sizes read from tensors: the channel ids they count
 
     def run_node(self, n: fx.Node):
         value = super().run_node(n)
@@ -177,21 +126,24 @@ class _Propagator(fx.Interpreter):
         """Keep every channel this node touches; report it in ``skipped`` when some could have been pruned."""
         inputs = [t for t in tree_flatten(self._args(n))[0] if _is_tensor(t)]
         if why is not None and any(bool((t != FIXED).any()) for t in inputs):
-            self.deps.skipped.append(f"{_where(n)} ({why})")
+            self.deps.skipped.append(f"{where(n)} ({why})")
         for t in inputs:
             self.deps.fix(t)
         return self._fixed_like(value)
 
     # -- rules ---------------------------------------------------------------------------------
     def _ids(self, n: fx.Node, value):
-        if n.op in ("placeholder", "get_attr"):
+        if n.op == "placeholder":
             return self._fixed_like(value)
+        if n.op == "get_attr":
+            return self._attribute(n, value)
         if n.op == "output":
             for t in tree_flatten(self._args(n))[0]:
                 if _is_tensor(t):
                     self.deps.fix(t)
             return None
         if not any(_is_tensor(v) for v in tree_flatten(value)[0]):
+            self._track_size(n, value)
             return value  # sizes, shapes and other plain values are used as they are
         if n.op == "call_module":
             return self._module(n, value)
@@ -204,22 +156,32 @@ class _Propagator(fx.Interpreter):
             return self._pool(n, value, self._args(n)[0][0])
         if target in REDUCE:
             return self._reduce(n, value)
-        if target in RESHAPE:
-            return self._reshape(n, value)
-        if target in LAYOUT or (target is operator.getitem and isinstance(self.ids[n.args[0]], (tuple, list))):
-            return self._replay(n)
-        return self._keep_all(n, value, f"unsupported op {getattr(target, '__name__', target)}")
+        if target in SOFTMAX:
+            return self._softmax(n, value)
+        if target in MATMUL:
+            args = self._args(n)[0]
+            return self._product(n, value, matmul_ids(self.deps, args[0], args[1]))
+        if target is F.scaled_dot_product_attention:
+            return self._attention(n, value)
+        return self._layout(n, value)
 
-    def _replay(self, n: fx.Node):
-        """Run the node's op itself on the id tensors (cat, transpose, permute, ...)."""
-        args, kwargs = self._args(n)
-        if n.op == "call_method":
-            return getattr(args[0], n.target)(*args[1:], **kwargs)
-        return n.target(*args, **kwargs)
+    def _attribute(self, n: fx.Node, value):
+        """A parameter or buffer read by the traced code: fresh ids, so it can shrink with what it meets."""
+        if not _is_tensor(value) or value.dim() == 0 or not value.is_floating_point():
+            return self._fixed_like(value)
+        module, _, attr = n.target.rpartition(".")
+        for use in self.deps.tensors:  # read twice: the same ids
+            if (use.module, use.attr) == (module, attr):
+                return use.ids
+        ids = self.deps.fresh(value.numel(), None).view(value.shape)
+        self.deps.tensors.append(TensorUse(module, attr, ids))
+        return ids
 
     def _same(self, n: fx.Node, value):
         ids = self._args(n)[0][0]
-        return ids if ids.shape == value.shape else self._keep_all(n, value, "changes the shape")
+        if not _is_tensor(ids) or ids.shape != value.shape:
+            return self._keep_all(n, value, "changes the shape")
+        return ids
 
     def _binary(self, n: fx.Node, value):
         args, _ = self._args(n)
@@ -244,13 +206,13 @@ class _Propagator(fx.Interpreter):
         """True when ``t`` is broadcast along a dim where ``other``'s ids vary (one value, many channels)."""
         t = t.view((1,) * (len(shape) - t.dim()) + tuple(t.shape))
         other = other.expand(shape)
-        return any(t.shape[d] == 1 and shape[d] > 1 and _varies(other, d) for d in range(len(shape)))
+        return any(t.shape[d] == 1 and shape[d] > 1 and varies(other, d) for d in range(len(shape)))
 
     def _pool(self, n: fx.Node, value, ids: Tensor):
-        vector = _channel_vector(ids, 1)
+        vector = channel_vector(self.deps, ids, 1)
         if vector is None:
             return self._keep_all(n, value, "channels mixed along other dims")
-        return _spread(vector, value.shape, 1)
+        return spread(vector, value.shape, 1)
 
     def _reduce(self, n: fx.Node, value):
         args, kwargs = self._args(n)
@@ -259,37 +221,35 @@ class _Propagator(fx.Interpreter):
         if dims is None:
             return self._keep_all(n, value, "reduces over every dim")
         dims = [d % ids.dim() for d in ([dims] if isinstance(dims, int) else dims)]
-        if any(_varies(ids, d) for d in dims):
+        if any(varies(ids, d) for d in dims):
             return self._keep_all(n, value, "reduces across channels")
         for d in dims:
             ids = ids.narrow(d, 0, 1)
         return ids.reshape(value.shape).clone()
 
-    def _reshape(self, n: fx.Node, value):
-        """Reshape the ids; a split channel dim may only shrink along its one size that is not a constant."""
-        out = self._replay(n)
-        varying = [d for d in range(out.dim()) if _varies(out, d)]
-        free = [d for d in varying if d not in self._literal_dims(n, out.dim())]
-        if not varying:
-            return out
-        if len(free) != 1:
-            return self._keep_all(n, value, "reshape with constant channel sizes")
-        for i in range(out.shape[free[0]]):
-            piece = out.select(free[0], i)
-            self.deps.unify(piece, torch.full_like(piece, int(piece.flatten()[0])))
-        return out
+    def _softmax(self, n: fx.Node, value, dim=None):
+        args, kwargs = self._args(n)
+        default = 1 if n.target is F.normalize else None
+        dim = dim if dim is not None else (args[1] if len(args) > 1 else kwargs.get("dim", default))
+        if dim is None or varies(args[0], dim):
+            return self._keep_all(n, value, "normalises across channels")
+        return args[0].clone()
 
-    @staticmethod
-    def _literal_dims(n: fx.Node, rank: int) -> set[int]:
-        """Output dims whose size is written as a constant (not -1, not computed from a tensor's size)."""
-        if n.target in (torch.flatten, "flatten"):
-            return set()
-        sizes = n.args[1:] if n.op == "call_method" else n.args[1:2]
-        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
-            sizes = sizes[0]
-        if len(sizes) != rank:
-            return set(range(rank))
-        return {d for d, s in enumerate(sizes) if isinstance(s, int) and s != -1}
+    def _product(self, n: fx.Node, value, ids: Tensor | None):
+        if ids is None or ids.shape != value.shape:
+            return self._keep_all(n, value, "a product that sums over channels")
+        return ids
+
+    def _attention(self, n: fx.Node, value):
+        """scaled_dot_product_attention(q, k, v): softmax(q @ k^T) @ v, head by head."""
+        args, kwargs = self._args(n)
+        q, k, v = (list(args) + [kwargs.get(name) for name in ("query", "key", "value")[len(args):]])[:3]
+        try:
+            scores = matmul_ids(self.deps, q, k.transpose(-2, -1))
+            out = None if scores is None else matmul_ids(self.deps, scores, v)
+        except RuntimeError:  # heads that do not broadcast (enable_gqa)
+            out = None
+        return self._product(n, value, out)
 
     def _module(self, n: fx.Node, value):
         name, module = n.target, self.module.get_submodule(n.target)
@@ -300,17 +260,21 @@ class _Propagator(fx.Interpreter):
             return self._same(n, value)
         if isinstance(module, POOL_MODULES):
             return self._pool(n, value, ids)
+        if isinstance(module, nn.Softmax):
+            return self._softmax(n, value, module.dim)
         if isinstance(module, nn.Flatten):
             return ids.flatten(module.start_dim, module.end_dim).clone()
-        if isinstance(module, CONVS) and not module.transposed:
+        if not isinstance(module, LAYERS) or isinstance(module, CONVS) and module.transposed:
+            return self._keep_all(n, value, f"{type(module).__name__} is not supported")
+        if not _keeps_layout(module, ids, value):
+            return self._keep_all(n, value, f"{type(module).__name__} changes the shape its base layer would")
+        if isinstance(module, CONVS):
             return self._conv(n, name, module, value, ids)
         if isinstance(module, nn.Linear):
             return self._linear(n, name, module, value, ids)
-        if isinstance(module, NORMS):
-            return self._norm(n, name, module, value, ids, 1)
-        if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
-            return self._norm(n, name, module, value, ids, -1)
-        return self._keep_all(n, value, f"{type(module).__name__} is not supported")
+        if isinstance(module, nn.GroupNorm):
+            return self._group_norm(n, name, module, value, ids)
+        return self._norm(n, name, module, value, ids)
 
     def _record(self, name: str, module: nn.Module, out_ids: Tensor, in_ids: Tensor | None) -> Tensor:
         """Remember the ids of a module's channels; a module called twice must agree with itself."""
@@ -324,29 +288,55 @@ class _Propagator(fx.Interpreter):
         return out_ids
 
     def _conv(self, n, name, module, value, ids):
-        vector = _channel_vector(ids, 1)
+        vector = channel_vector(self.deps, ids, 1)
         if vector is None:
             return self._keep_all(n, value, "input channels mixed by a reshape")
         if module.groups == 1:
             out = self._record(name, module, self.deps.fresh(module.out_channels, name), vector)
-            return _spread(out, value.shape, 1)
+            return spread(out, value.shape, 1)
         per_in, per_out = module.in_channels // module.groups, module.out_channels // module.groups
         blocks = vector.view(module.groups, per_in)
         for block in blocks:  # a group is removed whole: its inputs (and so its outputs) are one class
-            self.deps.unify(block, torch.full_like(block, int(block[0])))
+            self.deps.merge(block)
         out = blocks[:, :1].expand(module.groups, per_out).reshape(-1).clone()
-        return _spread(self._record(name, module, out, vector), value.shape, 1)
+        return spread(self._record(name, module, out, vector), value.shape, 1)
 
     def _linear(self, n, name, module, value, ids):
-        vector = _channel_vector(ids, ids.dim() - 1)
+        vector = channel_vector(self.deps, ids, ids.dim() - 1)
         if vector is None:
             return self._keep_all(n, value, "input features vary along other dims")
         out = self._record(name, module, self.deps.fresh(module.out_features, name), vector)
-        return _spread(out, value.shape, value.dim() - 1)
+        return spread(out, value.shape, value.dim() - 1)
 
-    def _norm(self, n, name, module, value, ids, dim):
-        vector = _channel_vector(ids, dim % ids.dim())
+    def _norm(self, n, name, module, value, ids):
+        """BatchNorm (channels at dim 1) or LayerNorm over its last dim; a LayerNorm subclass may normalise
+        another dim of that size (timm's LayerNorm2d: channels first)."""
+        size = module.num_features if isinstance(module, NORMS) else module.normalized_shape[-1]
+        dims = [1] if isinstance(module, NORMS) else [ids.dim() - 1]
+        if type(module) is not nn.LayerNorm and isinstance(module, nn.LayerNorm):
+            dims += [d for d in range(ids.dim() - 1) if ids.shape[d] == size and varies(ids, d)]
+        for dim in dims:
+            vector = channel_vector(self.deps, ids, dim) if ids.shape[dim] == size else None
+            if vector is not None:
+                return spread(self._record(name, module, vector, None), value.shape, dim)
+        return self._keep_all(n, value, "features vary along other dims")
+
+    def _group_norm(self, n, name, module, value, ids):
+        """GroupNorm: its statistics are per group, so each group of channels is removed whole."""
+        vector = channel_vector(self.deps, ids, 1)
         if vector is None:
             return self._keep_all(n, value, "features vary along other dims")
-        out = self._record(name, module, vector, None)
-        return _spread(out, value.shape, dim % value.dim())
+        for block in vector.view(module.num_groups, -1):
+            self.deps.merge(block)
+        return spread(self._record(name, module, vector, None), value.shape, 1)
+
+
+def _keeps_layout(module: nn.Module, ids, value) -> bool:
+    """Whether a (possibly subclassed) layer's output has the channels its base class would produce."""
+    if not _is_tensor(ids) or not _is_tensor(value):
+        return False
+    if isinstance(module, CONVS):
+        return value.dim() == ids.dim() and value.shape[1] == module.out_channels
+    if isinstance(module, nn.Linear):
+        return value.shape[:-1] == ids.shape[:-1] and value.shape[-1] == module.out_features
+    return value.shape == ids.shape

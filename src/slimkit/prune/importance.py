@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..data.task import Task, batches
+from ..data.task import Task
 from ..errors import UserError
 from ..train import classification_loss
 
@@ -76,7 +76,7 @@ class Taylor(Importance):
         model.eval()
         grads = {name: torch.zeros_like(m.weight) for name, m in layers.items()}
         weights = {}
-        for batch in islice(batches(task.train, self.batch_size), self.batches):
+        for batch in islice(task.train_batches(self.batch_size), self.batches):
             with parametrize.cached():  # a parametrized (masked) weight is the same tensor in forward and grad
                 weights = {name: m.weight for name, m in layers.items()}
                 loss = loss_fn(model, batch)

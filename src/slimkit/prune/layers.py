@@ -4,7 +4,8 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import UserError
-from ..graph.masks import WEIGHTED
+from ..graph.layers import tied_weights, weighted
+from ..graph.masks import WEIGHTED  # noqa: F401  (channel pruning's layer kinds)
 
 
 def ignored_names(model: nn.Module, ignore: tuple[str, ...]) -> set[str]:
@@ -27,7 +28,23 @@ def ignored_names(model: nn.Module, ignore: tuple[str, ...]) -> set[str]:
     return covered
 
 
-def weighted_layers(model: nn.Module, ignore: tuple[str, ...] = ()) -> dict[str, nn.Module]:
-    """Linear and Conv layers by name, minus the ignored ones."""
+def weighted_layers(model: nn.Module, ignore: tuple[str, ...] = (), notes: list[str] | None = None,
+                    step: str = "prune") -> dict[str, nn.Module]:
+    """Linear and Conv layers (subclasses included) and transformers' Conv1D by name, minus the ignored ones.
+
+    Layers whose weight is tied to another module's are left dense, each named in ``notes`` (as ``step``):
+    pruning a language-model head tied to the embedding table would prune the table.
+    """
     skip = ignored_names(model, ignore)
-    return {n: m for n, m in model.named_modules() if isinstance(m, WEIGHTED) and n not in skip}
+    ties = tied_weights(model)
+    layers = {}
+    for name, module in model.named_modules():
+        if not weighted(module) or name in skip:
+            continue
+        if name in ties:
+            if notes is not None:
+                notes.append(f"{step}: {name} left dense: its weight is tied to {', '.join(ties[name])}, which "
+                             "would be pruned with it")
+        else:
+            layers[name] = module
+    return layers

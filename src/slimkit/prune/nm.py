@@ -7,8 +7,11 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from ..graph.layers import compute_weight, is_conv1d
+from ..graph.masks import set_masks
 from ..recipe import StepConfig, check, register
 from .layers import weighted_layers
+from .masks import bake
 
 
 @dataclasses.dataclass
@@ -45,16 +48,19 @@ def nm_mask(weight: Tensor, n: int, m: int) -> Tensor:
 @register(NMSparsity)
 def nm_sparsity(model: nn.Module, cfg: NMSparsity, ctx) -> nn.Module:
     """Apply N:M masks to every Linear/Conv weight whose rows split into groups of ``m``."""
-    done = []
-    for name, layer in weighted_layers(model, cfg.ignore).items():
-        if layer.weight[0].numel() % cfg.m:
-            message = f"nm_sparsity: skipped {name}: its rows of {layer.weight[0].numel()} weights do not split into groups of {cfg.m}"
+    layers, masks = weighted_layers(model, cfg.ignore, ctx.notes, "nm_sparsity"), {}
+    for name, layer in layers.items():
+        rows = compute_weight(layer)  # a Conv1D's rows are its columns
+        if rows[0].numel() % cfg.m:
+            message = f"nm_sparsity: skipped {name}: its rows of {rows[0].numel()} weights do not split into groups of {cfg.m}"
             warnings.warn(message, stacklevel=2)
             ctx.notes.append(message)
             continue
-        with torch.no_grad():
-            layer.weight.mul_(nm_mask(layer.weight, cfg.n, cfg.m))
-        done.append(name)
+        mask = nm_mask(rows, cfg.n, cfg.m)
+        masks[name] = mask.T if is_conv1d(layer) else mask
+    done = {name: layers[name] for name in masks}
+    set_masks(done, masks)
+    ctx.notes += bake(done, "nm_sparsity")
     ctx.notes.append(
         f"nm_sparsity: {cfg.n}:{cfg.m} masks on {len(done)} layers, stored as dense tensors with zeros; the "
         "semi-structured sparse kernel (torch.sparse.to_sparse_semi_structured) is CUDA-only and was not used")

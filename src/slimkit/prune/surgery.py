@@ -1,7 +1,9 @@
 """Layer surgery: physically shrink modules to the channels a plan keeps.
 
 A plan maps a module name to ``{"out": [kept output channel indices], "in": [kept input channel indices]}``
-(either key may be absent). It is plain JSON, so a checkpoint can replay it on a freshly built model.
+(either key may be absent), plus, for parameters the model reads itself (a class token, a layer scale),
+``"tensors": {attr: {"dim": d, "keep": [indices]}}`` and, for head counts, ``"attrs": {attr: value}``. It is
+plain JSON, so a checkpoint can replay it on a freshly built model.
 """
 from __future__ import annotations
 
@@ -30,13 +32,19 @@ def shrink(model: nn.Module, plan: Plan) -> nn.Module:
         except AttributeError as exc:
             raise UserError(f"Pruning plan names {name!r}, which this model does not have; "
                             "was the checkpoint history written for another model?") from exc
+        for attr, sel in keep.get("tensors", {}).items():
+            _select(module, attr, sel["dim"], torch.tensor(sel["keep"], dtype=torch.long))
+        for attr, value in keep.get("attrs", {}).items():
+            setattr(module, attr, value)
         out = torch.tensor(keep["out"], dtype=torch.long) if "out" in keep else None
         inp = torch.tensor(keep["in"], dtype=torch.long) if "in" in keep else None
+        if out is None and inp is None:
+            continue
         if isinstance(module, CONVS):
             _conv(module, out, inp)
         elif isinstance(module, nn.Linear):
             _linear(module, out, inp)
-        elif isinstance(module, NORMS + (nn.LayerNorm,)):
+        elif isinstance(module, NORMS + (nn.LayerNorm, nn.GroupNorm)):
             _norm(module, out)
         else:
             raise UserError(f"Pruning plan names {name!r}, a {type(module).__name__}, which cannot be shrunk.")
@@ -86,5 +94,8 @@ def _norm(norm: nn.Module, out: Tensor | None) -> None:
             _select(norm, attr, 0, out)
     if isinstance(norm, nn.LayerNorm):
         norm.normalized_shape = (len(out),)
+    elif isinstance(norm, nn.GroupNorm):  # whole groups go
+        norm.num_groups = len(out) // (norm.num_channels // norm.num_groups)
+        norm.num_channels = len(out)
     else:
         norm.num_features = len(out)

@@ -9,14 +9,14 @@ from torch import nn
 
 from torch.nn import functional as F
 
-from ..graph.masks import make_permanent, set_masks
+from ..graph.masks import set_masks
 from ..measure.size import sparse_size
 from ..models.storage import state_bytes
 from ..recipe import StepConfig, check, register
 from ..train import Callback, FineTune, LossFn, cosine_to_teacher, fit
 from .importance import CRITERIA, criterion, ranked_masks
 from .layers import weighted_layers
-from .masks import current_masks, sparsity
+from .masks import bake, current_masks, sparsity
 
 
 @dataclasses.dataclass
@@ -129,7 +129,7 @@ def teacher_loss(teacher: nn.Module, task, label_smoothing: float) -> LossFn:
 def magnitude_prune(model: nn.Module, cfg: MagnitudePrune, ctx) -> nn.Module:
     """Prune along the cubic schedule (iterative rounds or gradually while training), then bake the masks in."""
     task = ctx.require_task("magnitude_prune") if cfg.needs_data else ctx.task
-    layers = weighted_layers(model, cfg.ignore)
+    layers = weighted_layers(model, cfg.ignore, ctx.notes, "magnitude_prune")
     masker = _Masker(model, layers, cfg, task)
     targets = schedule(cfg.sparsity, cfg.steps)
     tune = FineTune(epochs=cfg.epochs, lr=cfg.lr, max_batches=cfg.max_batches) if cfg.epochs else None
@@ -147,7 +147,7 @@ def magnitude_prune(model: nn.Module, cfg: MagnitudePrune, ctx) -> nn.Module:
             if tune is not None:
                 fit(model, task, tune, loss_fn=loss_fn, device=ctx.device, progress=ctx.progress)
                 model.to("cpu")
-    make_permanent(layers)
+    ctx.notes += bake(layers, "magnitude_prune")
     ctx.notes.append(f"magnitude_prune: {sparsity(layers):.1%} of {len(layers)} layers' weights are zero; the weights "
                      f"take {len(state_bytes(model))} bytes dense, {sparse_size(model)} bytes with sparse tensors "
                      "stored as bitmask + non-zero values (as checkpoints store them)")

@@ -79,7 +79,7 @@ def adaround_layer(layer: QuantModule, weight: Tensor, bias: Tensor | None, inpu
         chunks = x.split(256)
         return sum(float(reconstruction_error(layer.op(b, w, bias), layer.op(b, weight, bias))) for b in chunks) / len(chunks)
 
-    rtn = error(layer.weight())
+    rtn = error(layer.dequantized())
     opt = torch.optim.Adam([v], lr=LR)
     gen = torch.Generator().manual_seed(seed)
     warmup = int(WARMUP * iterations)
@@ -98,7 +98,7 @@ def adaround_layer(layer: QuantModule, weight: Tensor, bias: Tensor | None, inpu
     with torch.no_grad():
         q = torch.clamp(floor + (v >= 0).float() + zero, qmin, qmax).to(torch.int32).reshape(layer.weight_shape)
         layer.load_quantized(q, layer.weight_scale, layer.weight_zero_point, layer.bias_value(), {})
-    return {"rtn_error": rtn, "adaround_error": error(layer.weight())}
+    return {"rtn_error": rtn, "adaround_error": error(layer.dequantized())}
 
 
 def adaround_model(model: nn.Module, float_params: dict[str, tuple[Tensor, Tensor | None]], data: list[tuple],

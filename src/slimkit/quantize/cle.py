@@ -11,13 +11,15 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
+from ..graph.layers import editable
+
 # Positively homogeneous per channel (f(x / s) = f(x) / s for s > 0); BatchNorms are folded to Identity first.
 PASS_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d)
 PASS_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.max_pool2d, F.avg_pool2d, "relu"}
 
 
 def _plain_conv(module: nn.Module | None) -> bool:
-    return isinstance(module, nn.Conv2d) and module.groups == 1
+    return editable(module, (nn.Conv2d,)) and module.groups == 1
 
 
 def equalization_pairs(model: nn.Module) -> list[tuple[str, str]]:

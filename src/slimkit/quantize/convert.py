@@ -7,11 +7,12 @@ import fnmatch
 import json
 from typing import Iterable
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..data.task import Task
 from ..errors import UserError
 from ..graph.fold import conv_bn_pairs, fold_batchnorm
+from ..graph.layers import compute_weight, is_leaf, read_by_parent, tie_notes, tied_weights, unlike_base
 from ..recipe import register
 from .adaround import adaround_model
 from .bias_correction import correct_biases
@@ -20,7 +21,7 @@ from .cle import equalization_pairs, equalize
 from .config import Quantize
 from .floats import cast_model
 from .mixed import plan_mixed, tensor_bytes
-from .modules import QUANT_TYPES, QuantModule, WeightFormat
+from .modules import QUANT_TYPES, QuantConv2d, QuantModule, WeightFormat, quant_type
 from .qat import train_quantized
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
@@ -39,6 +40,7 @@ class Plan:
         adaround: per layer, reconstruction error of round-to-nearest and of AdaRound.
         bias_correction: per layer, the mean absolute bias shift applied.
         qat: training history of quantization-aware training.
+        tied: quantized layer -> the modules it shared its weight with (each now stores its own copy).
     """
 
     folded: list[tuple[str, str]] = dataclasses.field(default_factory=list)
@@ -49,6 +51,7 @@ class Plan:
     adaround: dict[str, dict] = dataclasses.field(default_factory=dict)
     bias_correction: dict[str, float] = dataclasses.field(default_factory=dict)
     qat: dict | None = None
+    tied: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def notes(self) -> list[str]:
         lines = [f"quantize: {len(self.layers)} layers quantized, {len(self.folded)} BatchNorms folded"]
@@ -68,12 +71,13 @@ class Plan:
         if self.qat:
             lines.append(f"quantize: QAT, final training loss {self.qat['loss'][-1]:.4f}")
         lines += [f"quantize: {name} stays float ({why})" for name, why in self.skipped.items()]
+        lines += tie_notes("quantize", self.tied)
         return lines
 
 
 def _weight_format(cfg: Quantize, module: nn.Module, bits: int) -> WeightFormat:
     group = cfg.group_size
-    if group and (isinstance(module, nn.Embedding) or module.weight[0].numel() % group):
+    if group and (isinstance(module, nn.Embedding) or compute_weight(module)[0].numel() % group):
         group = None
     return WeightFormat(bits, cfg.symmetric, group, cfg.granularity == "per_channel",
                         cfg.reduce_range and bits == 8 and cfg.activations != "none")
@@ -81,16 +85,21 @@ def _weight_format(cfg: Quantize, module: nn.Module, bits: int) -> WeightFormat:
 
 def _targets(model: nn.Module, cfg: Quantize, plan: Plan) -> dict[str, nn.Module]:
     """Layers to quantize; other layers with weights are recorded in ``plan.skipped``."""
-    targets = {}
+    targets, parent_reads = {}, read_by_parent(model)
     for name, module in model.named_modules():
-        if not name or any(True for _ in module.children()) or isinstance(module, NORMS):
+        if not name or not is_leaf(module) or isinstance(module, NORMS + (QuantModule,)):
             continue
+        kind = quant_type(module)
         if any(fnmatch.fnmatchcase(name, p) for p in cfg.exclude):
             plan.skipped[name] = "excluded by config"
-        elif type(module) in QUANT_TYPES and not (isinstance(module, nn.Conv2d) and module.padding_mode != "zeros"):
+        elif kind is not None and name in parent_reads:
+            plan.skipped[name] = parent_reads[name]
+        elif kind is QuantConv2d and module.padding_mode != "zeros":
+            plan.skipped[name] = f"no quantized kernel for padding_mode {module.padding_mode!r}"
+        elif kind is not None:
             targets[name] = module
-        elif isinstance(getattr(module, "weight", None), nn.Parameter):
-            plan.skipped[name] = f"no quantized kernel for {type(module).__name__}"
+        elif isinstance(getattr(module, "weight", None), Tensor):
+            plan.skipped[name] = unlike_base(module, tuple(QUANT_TYPES)) or f"no quantized kernel for {type(module).__name__}"
     return targets
 
 
@@ -121,8 +130,9 @@ def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple]
         equalize(model, plan.equalized)
     targets = _targets(model, cfg, plan)
     if not targets:
-        raise UserError("quantize: no layer to quantize: kernels exist for Linear, Conv2d (zero padding) and Embedding "
-                        f"only; float layers: {plan.skipped or 'none'}. Remove the step or adjust exclude.")
+        raise UserError("quantize: no layer to quantize: kernels exist for Linear (and transformers' Conv1D), Conv2d "
+                        f"(zero padding) and Embedding only; float layers: {plan.skipped or 'none'}. Remove the step "
+                        "or adjust exclude.")
     if (cfg.qat or cfg.mixed) and task is None:
         raise UserError("quantize with qat or mixed needs training data; pass data (e.g. --data fashion-mnist).")
     static = cfg.activations == "int8"
@@ -142,16 +152,16 @@ def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple]
                                 task, cfg.weight_observer, float_bytes, progress)
         bits = {name: layer["bits"] for name, layer in plan.mixed["layers"].items()}
     float_model = copy.deepcopy(model) if cfg.bias_correction or cfg.qat else None
-    float_params = {}
+    float_params, plan.tied = {}, tied_weights(model, targets)
     for name, module in targets.items():
         fmt = _weight_format(cfg, module, bits[name])
         layer_static = static and not isinstance(module, nn.Embedding)
         quant = _quant_layer(module, fmt, layer_static, cfg)
-        quant.load_float(module.weight, getattr(module, "bias", None), cfg.weight_observer, *observers.get(name, ()))
+        weight, bias = compute_weight(module).detach(), getattr(module, "bias", None)
+        quant.load_float(weight, bias, cfg.weight_observer, *observers.get(name, ()))
         model.set_submodule(name, quant)
         plan.layers[name] = {**dataclasses.asdict(fmt), "static": layer_static}
-        bias = getattr(module, "bias", None)
-        float_params[name] = (module.weight.detach().clone(), None if bias is None else bias.detach().clone())
+        float_params[name] = (weight.clone(), None if bias is None else bias.detach().clone())
     if cfg.adaround:
         plan.adaround = adaround_model(model, float_params, calibration, cfg.adaround_iterations, progress)
     if cfg.qat:
@@ -163,7 +173,7 @@ def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple]
 
 def _quant_layer(module: nn.Module, fmt: WeightFormat, static: bool, cfg: Quantize) -> QuantModule:
     """The quantized layer (empty integer weights) replacing ``module``, with the step's export options."""
-    quant = QUANT_TYPES[type(module)](module, fmt, static)
+    quant = quant_type(module)(module, fmt, static)
     quant.quantize_output, quant.dynamic = cfg.output_qdq, cfg.activations == "dynamic"
     return quant
 

@@ -20,7 +20,7 @@ from .modules import QuantConv2d, QuantEmbedding, QuantLinear, QuantModule
 @torch.no_grad()
 def _float_layer(quant: QuantModule) -> nn.Module:
     """A float layer holding ``quant``'s dequantized weights (values stay on the integer grid)."""
-    weight, bias = quant.weight(), quant.bias_value()
+    weight, bias = quant.dequantized(), quant.bias_value()
     if isinstance(quant, QuantEmbedding):
         return nn.Embedding.from_pretrained(weight, freeze=True, padding_idx=quant.padding_idx)
     if isinstance(quant, QuantLinear):

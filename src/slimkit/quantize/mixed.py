@@ -1,7 +1,7 @@
 """Mixed precision: measure how much each layer hurts when it alone is quantized at b bits, then give
 each layer a bit width so the model fits a size budget while losing as little as possible.
 
-Sensitivity is the metric drop (top-1 or cosine) on held-out training samples with only that layer's
+Sensitivity is the drop of the task metric on held-out training samples with only that layer's
 weights quantized; ties (common with a coarse top-1) are broken by the relative output error. The
 assignment is greedy: starting from the widest width everywhere, repeatedly narrow the layer whose next
 narrower width costs the least sensitivity per byte saved, until the estimated size fits.
@@ -12,24 +12,19 @@ import dataclasses
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..data.task import Task
 from ..errors import UserError
-from ..measure.metric import outputs
+from ..measure.metric import outputs, outputs_and_targets, score
 from .config import Mixed
-from .modules import QUANT_TYPES, WeightFormat
+from ..graph.layers import compute_weight
+from .modules import WeightFormat, quant_type
 
 
 def tensor_bytes(module: nn.Module) -> int:
     """Bytes of a module's parameters and buffers as stored."""
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
-
-
-def _score(out: Tensor, reference: Tensor, task: Task) -> float:
-    if task.metric == "top1":
-        return float((out.argmax(1) == task.test[task.n_inputs]).float().mean())
-    return float(nn.functional.cosine_similarity(out, reference, dim=-1).mean())
 
 
 @torch.no_grad()
@@ -39,20 +34,20 @@ def sensitivities(model: nn.Module, formats: dict[str, Callable[[int], WeightFor
     weights quantized (``formats[layer](bits)`` says how)."""
     from tqdm.auto import tqdm
 
-    reference = outputs(model, validation)
-    base = _score(reference, reference, validation)
+    reference, targets = outputs_and_targets(model, validation)
+    base = score(reference, validation, reference, targets=targets)["value"]
     result = {}
     for name in tqdm(list(formats), desc="layer sensitivity", disable=not progress, leave=False):
         module = model.get_submodule(name)
-        original = module.weight.data
         result[name] = {"metric_drop": {}, "output_error": {}}
-        for b in bits:
-            quant = QUANT_TYPES[type(module)](module, formats[name](b), False)
-            quant.load_float(original, None, weight_observer)
-            module.weight.data = quant.weight()
+        weight = compute_weight(module)
+        for b in bits:  # the layer alone is swapped for its quantized version
+            quant = quant_type(module)(module, formats[name](b), False).to(weight.device)
+            quant.load_float(weight, getattr(module, "bias", None), weight_observer)
+            model.set_submodule(name, quant)
             out = outputs(model, validation)
-            module.weight.data = original
-            result[name]["metric_drop"][b] = base - _score(out, reference, validation)
+            model.set_submodule(name, module)
+            result[name]["metric_drop"][b] = base - score(out, validation, reference, targets=targets)["value"]
             result[name]["output_error"][b] = float((out - reference).pow(2).mean() / reference.pow(2).mean().clamp_min(1e-30))
     return result
 
@@ -91,10 +86,10 @@ def plan_mixed(model: nn.Module, targets: dict[str, nn.Module], format_for: Call
 
     Returns {"budget_bytes", "estimated_bytes", "layers": {name: {"bits", "bytes", "metric_drop", "output_error"}}}.
     """
-    n = min(options.samples, len(task.train[0]))
-    validation = dataclasses.replace(task, test=tuple(t[-n:] for t in task.train), augment=None)
+    n = min(options.samples, task.train_size)
+    validation = dataclasses.replace(task, test=task.train_rows(-n), augment=None)
     formats = {name: (lambda b, m=module: format_for(m, b)) for name, module in targets.items()}
-    sizes = {name: {b: tensor_bytes(QUANT_TYPES[type(m)](m, formats[name](b), static)) for b in options.bits}
+    sizes = {name: {b: tensor_bytes(quant_type(m)(m, formats[name](b), static)) for b in options.bits}
              for name, m in targets.items()}
     fixed = tensor_bytes(model) - sum(tensor_bytes(m) for m in targets.values())
     budget = options.budget_bytes or int(options.size_ratio * float_bytes)

@@ -15,6 +15,7 @@ import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..graph.layers import compute_weight, is_conv1d, layer_base
 from .observers import Observer, make_observer
 from .ops import dequantize, pack, qparams, qrange, quantize, storage_bits, unpack
 
@@ -72,6 +73,7 @@ class QuantModule(nn.Module, abc.ABC):
         self._act: dict[str, tuple[float, int]] = {}
         self.quantize_output = True  # False: the output stays float (see Quantize.output_qdq)
         self.dynamic = False  # True: runtimes quantize the input on the fly (Quantize.activations: dynamic)
+        self.transposed = False  # True: the replaced layer stored its weight transposed (transformers' Conv1D)
         self.register_load_state_dict_post_hook(lambda module, keys: module._refresh())
 
     def _refresh(self) -> None:
@@ -147,8 +149,15 @@ class QuantModule(nn.Module, abc.ABC):
     def _bias_scale(self) -> Tensor:
         return self.weight_scale.expand(self.weight_shape[0]) * self._act["input"][0]
 
+    @property
     def weight(self) -> Tensor:
-        """The dequantized float weight."""
+        """The dequantized weight in the replaced layer's layout, shape and device (read-only), for models that
+        read ``layer.weight`` (e.g. its dtype)."""
+        weight = self.dequantized()
+        return weight.T if self.transposed else weight
+
+    def dequantized(self) -> Tensor:
+        """The dequantized float weight, laid out as the operation uses it."""
         qmin, qmax = self.fmt.qmin_qmax
         if storage_bits(self.fmt.bits) == 8 and not self.fmt.group_size:
             channels = self.weight_shape[0]  # a per-tensor scale is emitted per channel so export stays one DQ node
@@ -161,7 +170,7 @@ class QuantModule(nn.Module, abc.ABC):
 
     def float_weight(self) -> Tensor:
         """The dequantized weight (:class:`slimkit.measure.layers.StoredWeight`)."""
-        return self.weight()
+        return self.dequantized()
 
     def bias_value(self) -> Tensor | None:
         """The float bias (dequantized from int32 with scale input_scale * weight_scale when static)."""
@@ -186,7 +195,7 @@ class QuantModule(nn.Module, abc.ABC):
 
     def compute(self, x: Tensor) -> Tensor:
         """The float operation on (dequantized) inputs with the dequantized weight."""
-        return self.op(x, self.weight(), self.bias_value())
+        return self.op(x, self.dequantized(), self.bias_value())
 
     @abc.abstractmethod
     def op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -197,10 +206,11 @@ class QuantModule(nn.Module, abc.ABC):
 
 
 class QuantLinear(QuantModule):
-    """Linear layer with quantized weight."""
+    """Linear layer (or transformers' Conv1D, which stores the weight transposed) with quantized weight."""
 
-    def __init__(self, linear: nn.Linear, fmt: WeightFormat, static: bool):
-        super().__init__(linear.weight.shape, fmt, static, linear.bias is not None)
+    def __init__(self, linear: nn.Module, fmt: WeightFormat, static: bool):
+        super().__init__(compute_weight(linear).shape, fmt, static, linear.bias is not None)
+        self.transposed = is_conv1d(linear)
 
     def op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.linear(x, weight, bias)
@@ -229,7 +239,7 @@ class QuantEmbedding(QuantModule):
 
     def compute(self, ids: Tensor) -> Tensor:
         if storage_bits(self.fmt.bits) != 8:
-            return F.embedding(ids, self.weight(), self.padding_idx)
+            return F.embedding(ids, self.dequantized(), self.padding_idx)
         rows = F.embedding(ids, self.weight_q).float()
         return (rows - self.weight_zero_point[ids].unsqueeze(-1)) * self.weight_scale[ids].unsqueeze(-1)
 
@@ -239,3 +249,9 @@ QUANT_TYPES: dict[type[nn.Module], type[QuantModule]] = {
     nn.Conv2d: QuantConv2d,
     nn.Embedding: QuantEmbedding,
 }
+
+
+def quant_type(module: nn.Module) -> type[QuantModule] | None:
+    """The quantized layer replacing ``module``: by its base in :data:`QUANT_TYPES` (a subclass counts when it
+    computes like its base; transformers' Conv1D counts as nn.Linear), or None."""
+    return QUANT_TYPES.get(layer_base(module, tuple(QUANT_TYPES)))

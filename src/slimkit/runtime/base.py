@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import MissingExtra, UserError
+from ..models.outputs import output_tensor
 
 Source = nn.Module | str | Path  # a model, or a deployable artifact written by a runtime's save()
 
@@ -108,10 +109,10 @@ class Runtime(ABC):
 
 
 def verify(predictor: Predictor, reference: nn.Module, inputs: tuple, atol: float | None = None) -> float:
-    """Max abs difference between ``predictor`` and PyTorch ``reference`` on ``inputs``; UserError when it is
-    above ``atol`` (or not finite)."""
+    """Max abs difference between ``predictor`` and PyTorch ``reference`` (the tensor of what it returns, see
+    :mod:`slimkit.models.outputs`) on ``inputs``; UserError when it is above ``atol`` (or not finite)."""
     with torch.inference_mode():
-        expected = reference.eval()(*inputs).float().cpu()
+        expected = output_tensor(reference.eval()(*inputs)).float().cpu()
     diff = (predictor(*inputs).float().cpu() - expected).abs().max().item()
     if atol is not None and not diff <= atol:
         raise UserError(f"runtime {predictor.runtime} ({predictor.precision}) differs from PyTorch by {diff:.2e} "

@@ -5,6 +5,8 @@ import re
 
 from torch import nn
 
+from ..models.outputs import TensorOutput
+
 # "No ONNX function found for <OpOverload(op='aten.linalg_eig', ...)>" (dynamo exporter),
 # "Exporting the operator 'aten::linalg_eigvals' to ONNX opset ..." (TorchScript exporter)
 _OP = re.compile(r"op='(?:aten|prims)\.(\w+)'|operator '(?:aten|prims)::(\w+)'")
@@ -33,9 +35,11 @@ def _first_line(exc: Exception) -> str:
 
 
 def _module_paths(model: nn.Module, example_inputs: tuple, ops: list[str]) -> dict[str, str]:
-    """{op: "path (Class)"} for each op found in the exported program (before and after decompositions)."""
+    """{op: "path (Class)"} for each op found in the exported program (before and after decompositions); paths
+    inside a :class:`TensorOutput` are those of the model it wraps."""
     import torch
 
+    wrapped = isinstance(model, TensorOutput)
     try:
         program = torch.export.export(model, tuple(example_inputs), strict=False)
         graphs = [program.graph, program.run_decompositions().graph]
@@ -48,7 +52,10 @@ def _module_paths(model: nn.Module, example_inputs: tuple, ops: list[str]) -> di
             stack = node.meta.get("nn_module_stack")
             if name in ops and name not in found and stack:
                 path, cls = list(stack.values())[-1]
-                found[name] = f"module {_clean(path) or '<root>'} ({getattr(cls, '__name__', str(cls).split('.')[-1])})"
+                path = _clean(path)
+                if wrapped:  # "model.<path>" inside the wrapper is "<path>" of the model it wraps
+                    path = path.partition(".")[2]
+                found[name] = f"module {path or '<root>'} ({getattr(cls, '__name__', str(cls).split('.')[-1])})"
     return found
 
 

@@ -8,6 +8,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..models.outputs import TensorOutput, tensor_model
 from .base import Predictor, Runtime, Source
 
 
@@ -32,7 +33,8 @@ def _module(source: Source) -> nn.Module:
 
 
 class Eager(Runtime):
-    """PyTorch as it is. Its threads are PyTorch's process-wide ones: pin them with :func:`fixed_threads`."""
+    """PyTorch as it is, returning the tensor of what the model returns (:mod:`slimkit.models.outputs`; no key/value
+    cache). Its threads are PyTorch's process-wide ones: pin them with :func:`fixed_threads`."""
 
     name = "eager"
 
@@ -44,7 +46,9 @@ class Eager(Runtime):
         model = _module(source)
         precision = self.resolve(model, precision)
         model = model.eval().to(device)
-        wrapped = self._wrap(model)
+        # without example inputs (peers timed on their own batches) the wrapper picks the tensor at every call
+        wrapped = self._wrap(tensor_model(model, tuple(t.to(device) for t in example_inputs))[0] if example_inputs
+                             else TensorOutput(model))
 
         def run(*inputs):
             with torch.inference_mode():

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..models.outputs import tensor_model
 from .base import Predictor, Runtime, Source, is_quantized
 from .diagnose import _first_line, _module_paths
 
@@ -149,7 +150,8 @@ class ExecuTorch(Runtime):
         return [path]
 
     def _export(self, model: nn.Module, example_inputs: tuple, precision: str, calibration: list | None) -> bytes:
-        """The .pte bytes of ``model`` lowered to XNNPACK; UserError naming what the exporter or lowering refuses."""
+        """The .pte bytes of ``model`` (returning one tensor, see :mod:`slimkit.models.outputs`) lowered to XNNPACK;
+        UserError naming what the exporter or lowering refuses."""
         inputs = tuple(example_inputs)
         with warnings.catch_warnings():  # deprecation notices from torch.export and ExecuTorch's imports
             warnings.simplefilter("ignore")
@@ -157,7 +159,8 @@ class ExecuTorch(Runtime):
             from executorch.exir import to_edge_transform_and_lower
 
             try:
-                program = torch.export.export(model.eval(), inputs)
+                model = tensor_model(model.eval(), inputs)[0]
+                program = torch.export.export(model, inputs)
                 if precision == "int8":
                     program = torch.export.export(_quantize(program.module(), inputs, calibration), inputs)
                 manager = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], constant_methods=(

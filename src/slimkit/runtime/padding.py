@@ -12,6 +12,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from ..models.outputs import output_tensor
 from .base import Predictor
 
 MASK = "attention_mask"
@@ -52,6 +53,5 @@ def padding_is_inert(model: nn.Module, inputs: tuple, position: int, atol: float
     masked[position] = inputs[position].clone()
     masked[position][:, -2:] = 0
     model = model.eval()
-    full, cut = model(*masked), model(*(t[:, :-2] for t in masked))
-    return (isinstance(full, torch.Tensor) and isinstance(cut, torch.Tensor) and full.shape == cut.shape
-            and bool(torch.allclose(full.float(), cut.float(), rtol=0, atol=atol)))
+    full, cut = output_tensor(model(*masked)), output_tensor(model(*(t[:, :-2] for t in masked)))
+    return full.shape == cut.shape and bool(torch.allclose(full.float(), cut.float(), rtol=0, atol=atol))

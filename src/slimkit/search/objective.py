@@ -3,6 +3,7 @@ the held-out validation split (reporting every epoch to the pruner), measure MAC
 its checkpoint under ``trials/NNNN`` (written as ``trials/.NNNN.PID.*`` and renamed when complete)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -27,13 +28,13 @@ TRIALS_DIR = "trials"
 def split(task: Task, config: SearchConfig) -> tuple[Task, Task, Task]:
     """(train, val, test) tasks: val is held out from the end of the training split, never trained on."""
     budget = config.budget
-    n = len(task.train[0])
+    n = task.train_size
     if budget.val >= n:
         raise UserError(f"budget.val: {budget.val} held-out samples leave none to train on ({n} in the training split).")
     train_end = n - budget.val if budget.train is None else min(budget.train, n - budget.val)
-    val = Task(f"{task.name}-val", tuple(t[n - budget.val:] for t in task.train), tuple(t[n - budget.val:] for t in task.train),
-               task.metric, task.n_inputs)
-    train = Task(task.name, tuple(t[:train_end] for t in task.train), val.test, task.metric, task.n_inputs, task.augment)
+    held_out = task.train_rows(n - budget.val)
+    val = dataclasses.replace(task, name=f"{task.name}-val", train=held_out, test=held_out, augment=None)
+    train = dataclasses.replace(task, train=task.train_rows(None, train_end), test=held_out)
     return train, val, task.subset(test=budget.test)
 
 
@@ -52,8 +53,10 @@ def build_model(config: SearchConfig, model_params: dict, task: Task) -> nn.Modu
 
     if "spec" in config.model:
         return load_model(config.model["spec"])
-    shape = tuple(task.train[0].shape[1:])
-    classes = int(task.train[-1].max()) + 1 if task.metric == "top1" else 0
+    shape = tuple(task.example_inputs(1)[0].shape[1:])
+    classes = 0
+    if task.metric == "top1":
+        classes = len(task.classes) or 1 + max(int(batch[-1].max()) for batch in task.train_batches(4096))
     model = import_callable(config.model["builder"])(model_params, shape, classes)
     if not isinstance(model, nn.Module):
         raise UserError(f"model.builder {config.model['builder']} returned {type(model).__name__}, not an nn.Module.")

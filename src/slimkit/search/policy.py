@@ -10,14 +10,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from itertools import islice
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from ..data.task import Task, batches
+from ..data.task import Task
 from ..errors import UserError
 from ..measure.metric import evaluate
 from ..prune import MAX_RATIO, ChannelPrune, ChannelPruner, shrink
@@ -32,12 +31,12 @@ def holdout(task: Task, n_val: int) -> tuple[Task, Task]:
     The validation task trains (recalibrates) on the remaining training samples and is scored on the held-out
     ones, so a search never sees the test split.
     """
-    n = len(task.train[0])
+    n = task.train_size
     if not 0 < n_val < n:
         raise UserError(f"n_val must be between 1 and {n - 1} (the training split has {n} samples), got {n_val}.")
-    train, val = tuple(t[:-n_val] for t in task.train), tuple(t[-n_val:] for t in task.train)
-    return (Task(task.name, train, task.test, task.metric, task.n_inputs, task.augment),
-            Task(f"{task.name}-val", train, val, task.metric, task.n_inputs))
+    train, val = task.train_rows(None, -n_val), task.train_rows(-n_val)
+    return (dataclasses.replace(task, train=train),
+            dataclasses.replace(task, name=f"{task.name}-val", train=train, test=val, augment=None))
 
 
 @torch.no_grad()
@@ -50,7 +49,7 @@ def recalibrate_bn(model: nn.Module, task: Task, n_batches: int = 8, batch_size:
         m.reset_running_stats()
         m.momentum = None
         m.train()
-    for batch in islice(batches(task.train[: task.n_inputs], batch_size), n_batches):
+    for batch in task.input_batches(n_batches, batch_size):
         model(*batch)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum

@@ -100,7 +100,7 @@ def calibration_inputs(task: Task | None, peer: str) -> tuple[torch.Tensor, ...]
     """The first 256 training inputs of ``task``: the calibration data of every calibrating peer."""
     if task is None:
         raise Skip(f"{peer} needs calibration data: pass --data")
-    return tuple(t[:CALIBRATION_SAMPLES] for t in task.train[: task.n_inputs])
+    return task.input_batches(1, CALIBRATION_SAMPLES)[0]
 
 
 def chunks(inputs: tuple[torch.Tensor, ...], batch_size: int) -> list[tuple[torch.Tensor, ...]]:
