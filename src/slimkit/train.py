@@ -72,6 +72,11 @@ class FineTune(StepConfig):
         check(self.max_batches is None or self.max_batches >= 1, "max_batches", "must be >= 1 or null")
         check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")
 
+    def batches_per_epoch(self, train_size: int, world_size: int = 1) -> int:
+        """Optimizer steps per epoch on ``train_size`` samples shared by ``world_size`` processes."""
+        n = math.ceil(train_size / world_size / self.batch_size)
+        return min(n, self.max_batches or n)
+
 
 def rank_and_world(device: torch.device) -> tuple[int, int]:
     """(rank, world size); initialises the process group (NCCL for CUDA, else gloo) under torchrun."""
@@ -147,8 +152,7 @@ def fit(
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = loss_fn or classification_loss(cfg.label_smoothing)
-    n = math.ceil(task.train_size / world / cfg.batch_size)
-    per_epoch = min(n, cfg.max_batches or n)
+    per_epoch = cfg.batches_per_epoch(task.train_size, world)
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, per_epoch * cfg.epochs)
     history, start = {"loss": []}, 0

@@ -71,9 +71,7 @@ def distill_into(student: nn.Module, teachers: list[nn.Module], task, cfg: Disti
 
 def _passes(task, cfg: Distill) -> float:
     """How many times training reads each training sample on average."""
-    n = task.train_size
-    per_epoch = -(-n // cfg.batch_size)
-    return cfg.epochs * min(per_epoch, cfg.max_batches or per_epoch) * cfg.batch_size / n
+    return cfg.epochs * cfg.batches_per_epoch(task.train_size) * cfg.batch_size / task.train_size
 
 
 @torch.no_grad()
@@ -81,8 +79,8 @@ def with_teacher_outputs(task: Task, teachers: list[nn.Module], device: str, bat
     """``task`` with the teachers' outputs on every training sample appended to its training split, computed once:
     without augmentation a teacher sees the same inputs every epoch, so its outputs can be read instead of recomputed.
     In-memory tasks only: a streaming task's teachers run on every batch instead."""
-    inputs = [b[: task.n_inputs] for b in task.train_batches(batch_size)]
-    outputs = [torch.cat([t(*(x.to(device) for x in b)).cpu() for b in inputs]) for t in teachers]
+    outputs = [torch.cat([t(*(x.to(device) for x in b[: task.n_inputs])).cpu() for b in task.train_batches(batch_size)])
+               for t in teachers]
     return dataclasses.replace(task, train=(*task.train, *outputs))
 
 
