@@ -164,3 +164,20 @@ def test_cli_peer_list_macs_and_epochs(tmp_path, capsys):
     assert any("slimkit.apply: FineTune(epochs=1) on digits" in n for n in report["notes"])
     html = (out / "report.html").read_text()
     assert "torch_pruning" in html
+
+
+def test_ort_matmul_nbits_runs_int4_kernels(tmp_path):
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 128)).eval()
+    tokens = (torch.randn(2, 16, 128),)
+    peers, skipped = build_peers(model, tokens, tmp_path, 1, ("onnxruntime", "ort_matmul_nbits"))
+    assert not skipped, skipped
+    fp32, int4 = peers
+    kinds = {n.op_type for n in onnx.load(str(tmp_path / "ort_matmul_nbits.onnx")).graph.node}
+    assert "MatMulNBits" in kinds and "MatMul" not in kinds
+    assert int4.size_bytes < 0.2 * fp32.size_bytes
+    expected = model(*tokens)
+    error = (int4.predict(*tokens) - expected).abs().mean() / expected.abs().mean()
+    assert 1e-4 < error < 0.1  # int4 rounding: close, not equal

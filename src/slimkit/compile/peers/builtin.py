@@ -1,5 +1,6 @@
 """The peers that come with PyTorch and onnxruntime: eager, torch.compile, onnxruntime FP32 and its
-``quantize_dynamic``/``quantize_static`` (defaults), and torch's own dynamic quantization."""
+``quantize_dynamic``/``quantize_static`` (defaults) and int4 ``MatMulNBitsQuantizer``, and torch's own dynamic
+quantization."""
 from __future__ import annotations
 
 import copy
@@ -54,6 +55,26 @@ def ort_quantize(name: str, fp32: Path, workdir: Path, threads: int, calibration
         logging.disable(logging.NOTSET)
     return Peer(name, "onnxruntime", RUNTIMES["onnxruntime"].prepare(path, (), threads=threads), path.stat().st_size,
                 toolkit("onnxruntime"))
+
+
+def ort_matmul_nbits(fp32: Path, workdir: Path, threads: int, op_types: tuple[str, ...] = ("MatMul", "Gather")) -> Peer:
+    """onnxruntime's int4 weight-only quantizer configured as its documentation shows (blocks of 128, symmetric,
+    accuracy level 4, MatMul and Gather weights), run by its ``MatMulNBits`` / ``GatherBlockQuantized`` kernels."""
+    nbits = require("onnxruntime.quantization.matmul_nbits_quantizer", "onnx")
+    quant_utils = require("onnxruntime.quantization.quant_utils", "onnx")
+    config = nbits.DefaultWeightOnlyQuantConfig(
+        block_size=128, is_symmetric=True, accuracy_level=4, quant_format=quant_utils.QuantFormat.QOperator,
+        op_types_to_quantize=op_types, quant_axes=tuple((op, {"MatMul": 0, "Gather": 1}[op]) for op in op_types))
+    quantizer = nbits.MatMulNBitsQuantizer(quant_utils.load_model_with_shape_infer(fp32), algo_config=config)
+    logging.disable(logging.WARNING)
+    try:
+        quantizer.process()
+    finally:
+        logging.disable(logging.NOTSET)
+    path = workdir / "ort_matmul_nbits.onnx"
+    quantizer.model.save_model_to_file(str(path), False)
+    return Peer("ort_matmul_nbits", "onnxruntime", RUNTIMES["onnxruntime"].prepare(path, (), threads=threads),
+                path.stat().st_size, toolkit("onnxruntime"))
 
 
 class _Reader:

@@ -18,9 +18,10 @@ from . import builtin
 from ...runtime.deploy import DEPLOY_FILE, load_deployed
 from .base import Peer, Skip, fixed_batch, toolkit
 
-PEERS = ("eager", "compile", "onnxruntime", "ort_quantize_dynamic", "ort_quantize_static", "torch_dynamic_int8",
+PEERS = ("eager", "compile", "onnxruntime", "ort_quantize_dynamic", "ort_quantize_static", "ort_matmul_nbits", "torch_dynamic_int8",
          "openvino", "nncf_openvino_int8", "torchao_pt2e_int8", "executorch_xnnpack_int8", "torch_pruning")
-_NEEDS_ONNX = ("onnxruntime", "ort_quantize_dynamic", "ort_quantize_static", "openvino", "nncf_openvino_int8")
+_NEEDS_ONNX = ("onnxruntime", "ort_quantize_dynamic", "ort_quantize_static", "ort_matmul_nbits", "openvino",
+               "nncf_openvino_int8")
 
 
 def build_peers(model: nn.Module, example_inputs: tuple, workdir: Path, threads: int, include=PEERS,
@@ -69,6 +70,8 @@ def _build(name, model, example_inputs, fp32: Path, workdir: Path, threads: int,
         return builtin.torch_dynamic_int8(model)
     if name in ("ort_quantize_dynamic", "ort_quantize_static"):
         return builtin.ort_quantize(name, fp32, workdir, threads, calibration)
+    if name == "ort_matmul_nbits":
+        return builtin.ort_matmul_nbits(fp32, workdir, threads)
     if name == "openvino":
         from .openvino import openvino_fp32
 
