@@ -64,6 +64,7 @@ __all__ = [
     "LowRank",
     "MagnitudePrune",
     "NMSparsity",
+    "OneShotPrune",
     "Quantize",
     "Recipe",
     "StepConfig",

@@ -29,6 +29,7 @@ BUILTIN_STEPS: dict[str, str] = {
     "magnitude_prune": "slimkit.prune",
     "channel_prune": "slimkit.prune",
     "nm_sparsity": "slimkit.prune",
+    "one_shot_prune": "slimkit.prune",
     "quantize": "slimkit.quantize",
     "distill": "slimkit.distill",
     "low_rank": "slimkit.lowrank",
