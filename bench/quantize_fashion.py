@@ -27,7 +27,10 @@ def configs(smoke: bool) -> dict[str, Quantize]:
     runs = {"w8a8_per_channel": Quantize(weights="int8", activations="int8", calibration_batches=batches)}
     if not smoke:
         runs["w8a8_per_channel_mse"] = Quantize(weights="int8", activations="int8", observer="mse", calibration_batches=batches)
-        runs["w4_group32_weight_only"] = Quantize(weights="int4", activations="none", group_size=32, weight_observer="mse")
+        # stem.0 has 9 weights per channel, which groups of 32 do not divide: it stays float (results up to
+        # 2026-11-29 were measured when such layers fell back to one scale per channel)
+        runs["w4_group32_weight_only"] = Quantize(weights="int4", activations="none", group_size=32, weight_observer="mse",
+                                                  exclude=("stem.0",))
     return runs
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 from ..recipe import StepConfig, check
 
 WEIGHT_FORMATS = ("int8", "int7", "int6", "int5", "int4", "int3", "int2", "binary", "fp16", "bf16")
+METHODS = ("rtn", "gptq", "awq", "hqq")
 Observer = Literal["minmax", "moving_average", "percentile", "mse", "entropy"]
 
 
@@ -84,6 +85,21 @@ class Quantize(StepConfig):
         weight_observer: how weight ranges are chosen (``mse`` helps at 4 bits and below).
         symmetric: weights with zero point 0 (required by onnxruntime's integer kernels for static int8).
         group_size: values per weight scale along the input dimension (low-bit weight-only); null = per channel.
+            It must divide the input features of every quantized Linear and Conv2d (embedding tables keep one
+            scale per row).
+        method: how integer weights are rounded. ``rtn``: to nearest. ``gptq`` (GPTQ): column by column, each
+            rounding error compensated in the columns not yet rounded, through the Hessian of the layer's output
+            error on calibration inputs. ``awq`` (AWQ): weight columns of large inputs scaled up before rounding and
+            their inputs scaled down (a per-input multiplier in the layer), the scale exponent searched for the
+            smallest output error. ``hqq`` (HQQ): scales fitted to the weight by half-quadratic iterations, no data.
+            gptq and awq fit Linear layers (others round to nearest) one transformer block at a time on
+            calibration data; all need int2..int8 weights and ``activations`` none or dynamic.
+        gptq_damping: GPTQ's Hessian dampening, a fraction of its mean diagonal added to the diagonal.
+        gptq_act_order: GPTQ rounds the columns of the largest inputs first (activation order).
+        smooth: SmoothQuant's migration strength alpha in [0, 1] (null = off; 0.5 is typical): before calibrating
+            static int8 activations, each Linear's input channel j is divided by
+            ``max|x_j| ** alpha / max|w_j| ** (1 - alpha)`` and its weight column multiplied by it, so activation
+            outliers move into the weights. Needs ``activations: int8``.
         reduce_range: store 8-bit weights in 7 bits so onnxruntime's u8s8 kernels cannot saturate
             on AVX2 CPUs without VNNI (costs a little accuracy; set false on VNNI or ARM CPUs).
         output_qdq: with static activations, also quantize each layer's output (onnxruntime fuses
@@ -114,6 +130,10 @@ class Quantize(StepConfig):
     weight_observer: Observer = "minmax"
     symmetric: bool = True
     group_size: int | None = None
+    method: Literal["rtn", "gptq", "awq", "hqq"] = "rtn"
+    gptq_damping: float = 0.01
+    gptq_act_order: bool = True
+    smooth: float | None = None
     reduce_range: bool = True
     output_qdq: bool = True
     calibration_batches: int = 32
@@ -134,6 +154,7 @@ class Quantize(StepConfig):
         self._check_calibration()
         self._check_recovery()
         self._check_mixed()
+        self._check_method()
 
     def _check_formats(self):
         """The weight format, and the activation and scale options it allows."""
@@ -170,10 +191,29 @@ class Quantize(StepConfig):
             check(self.bits == widest, "weights", f"must be int{widest}, the widest of mixed.bits")
             check(self.group_size is None, "group_size", "mixed precision uses per-channel scales; set group_size: null")
 
+    def _check_method(self):
+        """Rounding methods and SmoothQuant: the formats they work on and what they combine with."""
+        check(self.method in METHODS, "method", f"{self.method!r} is not supported; use one of {', '.join(METHODS)}")
+        if self.method != "rtn":
+            check(self.bits is not None and self.bits >= 2, "method",
+                  f"{self.method} needs integer weights (int2..int8), not {self.weights}")
+            check(self.activations != "int8", "method", f"{self.method} rounds weights for weight-only or dynamic "
+                  "quantization; set activations: none (or dynamic with int8 weights)")
+            check(not (self.adaround or self.qat), "method", f"{self.method} chooses the rounding itself; "
+                  "drop adaround and qat, or use method: rtn")
+        check(0 < self.gptq_damping <= 1, "gptq_damping", f"must be in (0, 1], got {self.gptq_damping}")
+        if self.smooth is not None:
+            check(0 <= self.smooth <= 1, "smooth", f"must be in [0, 1] or null, got {self.smooth}")
+            check(self.activations == "int8", "smooth", "SmoothQuant eases static activation quantization; "
+                  "it needs activations: int8")
+            check(not (self.adaround or self.qat or self.mixed), "smooth",
+                  "not with adaround, qat or mixed (they rebuild layers without the smoothing multiplier)")
+
     @property
     def needs_data(self) -> bool:
-        """Static activations, AdaRound, bias correction, QAT and mixed precision use data."""
-        return self.activations == "int8" or bool(self.adaround or self.bias_correction or self.qat or self.mixed)
+        """Static activations, GPTQ, AWQ, AdaRound, bias correction, QAT and mixed precision use data."""
+        return (self.activations == "int8" or self.method in ("gptq", "awq")
+                or bool(self.adaround or self.bias_correction or self.qat or self.mixed))
 
     @property
     def is_float(self) -> bool:

@@ -5,8 +5,10 @@ import copy
 import dataclasses
 import fnmatch
 import json
+import math
 from typing import Iterable
 
+import torch
 from torch import Tensor, nn
 
 from ..data.task import Task
@@ -21,8 +23,10 @@ from .cle import equalization_pairs, equalize
 from .config import Quantize
 from .floats import cast_model
 from .mixed import plan_mixed, tensor_bytes
-from .modules import QUANT_TYPES, QuantConv2d, QuantModule, WeightFormat, quant_type
+from .modules import QUANT_TYPES, QuantConv2d, QuantLinear, QuantModule, WeightFormat, quant_type
 from .qat import train_quantized
+from .rounding import CALIBRATED, round_layers
+from .smooth import smooth_linears
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
@@ -33,7 +37,8 @@ class Plan:
 
     Args:
         folded: (conv, batchnorm) names folded together.
-        layers: quantized layer name -> its :class:`WeightFormat` fields and whether activations are static.
+        layers: quantized layer name -> its :class:`WeightFormat` fields, whether activations are static and whether
+            it multiplies its input (``input_multiplier``: AWQ, SmoothQuant).
         skipped: layer name -> why it stayed in float.
         equalized: (first, second) conv pairs rescaled by Cross-Layer Equalization.
         mixed: the mixed-precision budget, and per layer its sensitivity, bytes and chosen bits.
@@ -41,6 +46,10 @@ class Plan:
         bias_correction: per layer, the mean absolute bias shift applied.
         qat: training history of quantization-aware training.
         tied: quantized layer -> the modules it shared its weight with (each now stores its own copy).
+        method: how weights were rounded (``Quantize.method``).
+        rounding: per layer done by ``method`` (not ``rtn``), its error rounded to nearest and by the method:
+            output errors for GPTQ and AWQ (AWQ also records its ``alpha``), weight errors for HQQ.
+        smooth: SmoothQuant's ``alpha`` and the Linear layers it smoothed.
     """
 
     folded: list[tuple[str, str]] = dataclasses.field(default_factory=list)
@@ -52,6 +61,9 @@ class Plan:
     bias_correction: dict[str, float] = dataclasses.field(default_factory=dict)
     qat: dict | None = None
     tied: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    method: str = "rtn"
+    rounding: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    smooth: dict | None = None
 
     def notes(self) -> list[str]:
         lines = [f"quantize: {len(self.layers)} layers quantized, {len(self.folded)} BatchNorms folded"]
@@ -66,6 +78,16 @@ class Plan:
             rtn = sum(v["rtn_error"] for v in self.adaround.values())
             ada = sum(v["adaround_error"] for v in self.adaround.values())
             lines.append(f"quantize: AdaRound on {len(self.adaround)} layers, reconstruction error {ada:.4g} vs {rtn:.4g} rounding to nearest")
+        if self.rounding:
+            rtn = sum(v["rtn_error"] for v in self.rounding.values())
+            fitted = sum(v[f"{self.method}_error"] for v in self.rounding.values())
+            kind = "weight" if self.method == "hqq" else "output"
+            others = len(self.layers) - len(self.rounding)
+            lines.append(f"quantize: {self.method.upper()} on {len(self.rounding)} layers, {kind} error {fitted:.4g} "
+                         f"vs {rtn:.4g} rounding to nearest" + (f"; {others} others rounded to nearest" if others else ""))
+        if self.smooth:
+            lines.append(f"quantize: SmoothQuant (alpha {self.smooth['alpha']}) on {len(self.smooth['layers'])} Linear "
+                         "layers; each multiplies its input by 1/s (not folded into the preceding norm)")
         if self.bias_correction:
             lines.append(f"quantize: bias correction on {len(self.bias_correction)} layers")
         if self.qat:
@@ -76,11 +98,23 @@ class Plan:
 
 
 def _weight_format(cfg: Quantize, module: nn.Module, bits: int) -> WeightFormat:
-    group = cfg.group_size
-    if group and (isinstance(module, nn.Embedding) or compute_weight(module)[0].numel() % group):
-        group = None
+    group = None if isinstance(module, nn.Embedding) else cfg.group_size
     return WeightFormat(bits, cfg.symmetric, group, cfg.granularity == "per_channel",
                         cfg.reduce_range and bits == 8 and cfg.activations != "none")
+
+
+def _check_groups(cfg: Quantize, targets: dict[str, nn.Module]) -> None:
+    """UserError naming the layers whose input features ``cfg.group_size`` does not divide (tables have row scales)."""
+    features = {n: compute_weight(m)[0].numel() for n, m in targets.items() if not isinstance(m, nn.Embedding)}
+    bad = {n: f for n, f in features.items() if f % cfg.group_size}
+    if bad:
+        common = math.gcd(*features.values())
+        sizes = ", ".join(str(2**k) for k in range(1, 9) if common % 2**k == 0)
+        fits = (f"use a group size that divides every layer ({sizes}), or" if sizes
+                else "no power of two divides every layer;")
+        raise UserError(f"quantize: group_size {cfg.group_size} does not divide the input features of "
+                        f"{', '.join(f'{n} ({f})' for n, f in bad.items())}; {fits} keep those layers in float with "
+                        f"exclude: {list(bad)}.")
 
 
 def _targets(model: nn.Module, cfg: Quantize, plan: Plan) -> dict[str, nn.Module]:
@@ -107,12 +141,12 @@ def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple]
                    progress: bool = False, task: Task | None = None, device: str = "cpu") -> tuple[nn.Module, Plan]:
     """Quantize ``model`` in place as ``cfg`` says and return it with the :class:`Plan` that was applied.
 
-    Order: fold BatchNorms, equalize pairs (``cle``), calibrate, choose bits (``mixed``), round to nearest,
-    then AdaRound or QAT, then bias correction.
+    Order: fold BatchNorms, equalize pairs (``cle``), smooth (``smooth``), calibrate, choose bits (``mixed``), round
+    to nearest, then round by ``method`` (GPTQ, AWQ, HQQ), AdaRound or QAT, then bias correction.
 
     Args:
         calibration: iterable of model-input tuples (a data loader); required for ``activations: int8``,
-            ``adaround`` and ``bias_correction``.
+            ``method: gptq`` or ``awq``, ``adaround`` and ``bias_correction``.
         progress: show progress bars.
         task: training data for ``qat`` and ``mixed``.
         device: where QAT trains.
@@ -133,13 +167,20 @@ def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple]
         raise UserError("quantize: no layer to quantize: kernels exist for Linear (and transformers' Conv1D), Conv2d "
                         f"(zero padding) and Embedding only; float layers: {plan.skipped or 'none'}. Remove the step "
                         "or adjust exclude.")
+    if cfg.group_size:
+        _check_groups(cfg, targets)
     if (cfg.qat or cfg.mixed) and task is None:
         raise UserError("quantize with qat or mixed needs training data; pass data (e.g. --data fashion-mnist).")
     static = cfg.activations == "int8"
     calibration = None if calibration is None else require_batches(calibration)
-    if calibration is None and (static or cfg.adaround or cfg.bias_correction):
-        raise UserError("quantize: activations: int8, adaround and bias_correction need calibration data; pass data.")
-    observers = {}
+    if calibration is None and (static or cfg.adaround or cfg.bias_correction or cfg.method in CALIBRATED):
+        raise UserError(f"quantize: activations: int8, method: gptq or awq, adaround and bias_correction need "
+                        f"calibration data (here activations: {cfg.activations}, method: {cfg.method}); pass data.")
+    ties, multipliers, observers = tied_weights(model, targets), {}, {}  # ties before smoothing unties weights
+    if cfg.smooth is not None:
+        linears = {n: m for n, m in targets.items() if quant_type(m) is QuantLinear}
+        multipliers = smooth_linears(model, linears, calibration, cfg.smooth, progress)
+        plan.smooth = {"alpha": cfg.smooth, "layers": list(multipliers)}
     if static:
         activated = [n for n, m in targets.items() if not isinstance(m, nn.Embedding)]
         observers = calibrate(model, activated, calibration, cfg.observer, progress)
@@ -152,16 +193,25 @@ def quantize_model(model: nn.Module, cfg: Quantize, calibration: Iterable[tuple]
                                 task, cfg.weight_observer, float_bytes, progress)
         bits = {name: layer["bits"] for name, layer in plan.mixed["layers"].items()}
     float_model = copy.deepcopy(model) if cfg.bias_correction or cfg.qat else None
-    float_params, plan.tied = {}, tied_weights(model, targets)
-    for name, module in targets.items():
-        fmt = _weight_format(cfg, module, bits[name])
+    float_params, plan.method = {}, cfg.method
+    plan.tied = {name: ties[name] for name in targets if name in ties}
+
+    def swap(name: str, module: nn.Module) -> QuantModule:
+        """Replace ``module`` by its quantized layer, rounded to nearest."""
         layer_static = static and not isinstance(module, nn.Embedding)
-        quant = _quant_layer(module, fmt, layer_static, cfg)
+        quant = _quant_layer(module, _weight_format(cfg, module, bits[name]), layer_static, cfg)
+        quant.input_multiplier = multipliers.get(name)
         weight, bias = compute_weight(module).detach(), getattr(module, "bias", None)
         quant.load_float(weight, bias, cfg.weight_observer, *observers.get(name, ()))
         model.set_submodule(name, quant)
-        plan.layers[name] = {**dataclasses.asdict(fmt), "static": layer_static}
         float_params[name] = (weight.clone(), None if bias is None else bias.detach().clone())
+        return quant
+
+    plan.rounding = round_layers(model, targets, cfg, calibration, swap, progress)
+    for name in targets:
+        quant = model.get_submodule(name)
+        plan.layers[name] = {**dataclasses.asdict(quant.fmt), "static": quant.static,
+                             "input_multiplier": quant.input_multiplier is not None}
     if cfg.adaround:
         plan.adaround = adaround_model(model, float_params, calibration, cfg.adaround_iterations, progress)
     if cfg.qat:
@@ -186,8 +236,11 @@ def rebuild(model: nn.Module, config: dict, plan: dict) -> nn.Module:
     fold_batchnorm(model, [tuple(p) for p in plan["folded"]])
     for name, layer in plan["layers"].items():
         module = model.get_submodule(name)
-        fmt = WeightFormat(**{k: v for k, v in layer.items() if k != "static"})
-        model.set_submodule(name, _quant_layer(module, fmt, layer["static"], cfg))
+        fmt = WeightFormat(**{f.name: layer[f.name] for f in dataclasses.fields(WeightFormat)})
+        quant = _quant_layer(module, fmt, layer["static"], cfg)
+        if layer.get("input_multiplier"):
+            quant.input_multiplier = torch.ones(quant.weight_shape[1])
+        model.set_submodule(name, quant)
     return model
 
 

@@ -19,8 +19,9 @@ from .modules import QuantConv2d, QuantEmbedding, QuantLinear, QuantModule
 
 @torch.no_grad()
 def _float_layer(quant: QuantModule) -> nn.Module:
-    """A float layer holding ``quant``'s dequantized weights (values stay on the integer grid)."""
-    weight, bias = quant.dequantized(), quant.bias_value()
+    """A float layer holding ``quant``'s dequantized weights (values stay on the integer grid, up to the
+    ``input_multiplier`` folded into their input columns)."""
+    weight, bias = quant.folded_weight(), quant.bias_value()
     if isinstance(quant, QuantEmbedding):
         return nn.Embedding.from_pretrained(weight, freeze=True, padding_idx=quant.padding_idx)
     if isinstance(quant, QuantLinear):
@@ -44,17 +45,19 @@ def dequantized_copy(model: nn.Module) -> nn.Module:
     return out
 
 
-def export_dynamic_int8(model: nn.Module, example_inputs: tuple, path: str | Path, reduce_range: bool = True) -> Path:
+def export_dynamic_int8(model: nn.Module, example_inputs: tuple, path: str | Path, reduce_range: bool = True,
+                        **export_options) -> Path:
     """Write ``model`` as ONNX with int8 per-channel weights (MatMul, Gemm, Gather) and activations
     quantized at run time by onnxruntime (DynamicQuantizeLinear + integer MatMul).
 
     Args:
         reduce_range: 7-bit weights so u8s8 kernels cannot saturate on AVX2 CPUs without VNNI.
+        export_options: passed to :func:`slimkit.runtime.onnx.export_onnx` (opset, dynamic batch and tokens).
     """
     quantization = require("onnxruntime.quantization", "onnx")
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
-        source = export_onnx(dequantized_copy(model), example_inputs, Path(tmp) / "float.onnx")
+        source = export_onnx(dequantized_copy(model), example_inputs, Path(tmp) / "float.onnx", **export_options)
         quantization.quantize_dynamic(source, path, per_channel=True, reduce_range=reduce_range,
                                       weight_type=quantization.QuantType.QInt8)
     return path

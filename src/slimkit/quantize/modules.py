@@ -63,6 +63,8 @@ class QuantModule(nn.Module, abc.ABC):
             self.register_buffer("weight_packed", torch.zeros(-(-math.prod(weight_shape) // per_byte), dtype=torch.uint8))
         self.register_buffer("weight_scale", torch.ones(scale_shape))
         self.register_buffer("weight_zero_point", torch.zeros(scale_shape, dtype=torch.int32))
+        # per input feature, multiplies the input before its QDQ (AWQ, SmoothQuant); a buffer only once set
+        self.register_buffer("input_multiplier", None)
         if static:
             for side in ("input", "output"):
                 self.register_buffer(f"{side}_scale", torch.ones(()))
@@ -151,9 +153,9 @@ class QuantModule(nn.Module, abc.ABC):
 
     @property
     def weight(self) -> Tensor:
-        """The dequantized weight in the replaced layer's layout, shape and device (read-only), for models that
-        read ``layer.weight`` (e.g. its dtype)."""
-        weight = self.dequantized()
+        """The weight the layer computes with (:meth:`folded_weight`) in the replaced layer's layout, shape and
+        device (read-only), for models that read ``layer.weight`` (e.g. its dtype)."""
+        weight = self.folded_weight()
         return weight.T if self.transposed else weight
 
     def dequantized(self) -> Tensor:
@@ -164,13 +166,22 @@ class QuantModule(nn.Module, abc.ABC):
             return QD.dequantize_per_channel(self.weight_q, self.weight_scale.expand(channels),
                                              self.weight_zero_point.expand(channels), 0, qmin, qmax, torch.int8)
         q = self.weight_q if storage_bits(self.fmt.bits) == 8 else unpack(self.weight_packed, self.fmt.bits, qmin, self.weight_shape)
-        rows = self._rows(q)
-        scale, zero = self.weight_scale.reshape(-1), self.weight_zero_point.reshape(-1)
-        return dequantize(rows, scale, zero, axis=0 if scale.numel() > 1 else None).reshape(self.weight_shape)
+        return self.dequantize_weight(q, self.weight_scale, self.weight_zero_point)
+
+    def dequantize_weight(self, q: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
+        """Float values of integer weights ``q`` with ``scale``/``zero`` per row of :meth:`_rows`."""
+        scale, zero = scale.reshape(-1), zero.reshape(-1)
+        return dequantize(self._rows(q), scale, zero, axis=0 if scale.numel() > 1 else None).reshape(self.weight_shape)
+
+    def folded_weight(self) -> Tensor:
+        """The dequantized weight with ``input_multiplier`` folded into its input columns: the float weight that
+        computes what the layer does."""
+        weight = self.dequantized()
+        return weight if self.input_multiplier is None else weight * self.input_multiplier
 
     def float_weight(self) -> Tensor:
-        """The dequantized weight (:class:`slimkit.measure.layers.StoredWeight`)."""
-        return self.dequantized()
+        """The weight the layer computes with (:class:`slimkit.measure.layers.StoredWeight`)."""
+        return self.folded_weight()
 
     def bias_value(self) -> Tensor | None:
         """The float bias (dequantized from int32 with scale input_scale * weight_scale when static)."""
@@ -190,6 +201,8 @@ class QuantModule(nn.Module, abc.ABC):
         return QD.dequantize_per_tensor(q, scale, zero, ACT_QMIN, ACT_QMAX, torch.uint8)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.input_multiplier is not None:
+            x = x * self.input_multiplier
         out = self.compute(self.qdq(x, "input"))
         return self.qdq(out, "output") if self.quantize_output else out
 

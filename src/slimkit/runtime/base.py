@@ -19,7 +19,8 @@ Source = nn.Module | str | Path  # a model, or a deployable artifact written by 
 # simulation of the same quantized model: runtimes round integer arithmetic differently (a few output steps).
 TOLERANCES = {"fp32": 1e-4, "fp16": 0.05, "bf16": 0.1, "int8": 0.15}
 
-_QUANTIZED_ONNX_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
+_QUANTIZED_ONNX_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+                       "MatMulNBits", "GatherBlockQuantized"}
 
 
 @dataclass
@@ -51,7 +52,7 @@ def is_quantized(source: Source) -> bool:
     if path.suffix != ".xml":
         return False
     text = path.read_text(errors="replace")  # FakeQuantize: static INT8; int8 constants: integer weights
-    return 'type="FakeQuantize"' in text or 'element_type="i8"' in text
+    return 'type="FakeQuantize"' in text or any(f'element_type="{t}"' in text for t in ("i8", "u4", "u2"))
 
 
 class Runtime(ABC):

@@ -21,7 +21,8 @@ _EXPORTERS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module, tuple, 
 
 
 def register_exporter(applies: Callable[[nn.Module], bool], exporter: Callable[[nn.Module, tuple, Path], Path]) -> None:
-    """Route models for which ``applies(model)`` is true to ``exporter(model, example_inputs, path)``."""
+    """Route models for which ``applies(model)`` is true to ``exporter(model, example_inputs, path, opset=...,
+    dynamic_batch=..., dynamic_tokens=...)`` (:func:`export_onnx`'s options)."""
     _EXPORTERS.append((applies, exporter))
 
 
@@ -52,7 +53,8 @@ def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, opset
     path = Path(path)
     for applies, exporter in _EXPORTERS:
         if applies(model):
-            return exporter(model, example_inputs, path)
+            return exporter(model, example_inputs, path, opset=opset, dynamic_batch=dynamic_batch,
+                            dynamic_tokens=dynamic_tokens)
     model = model.eval().cpu()
     example_inputs = tuple(t.cpu() for t in example_inputs)
     if dynamic_batch:  # torch.export may specialise a batch dimension of 1 (GPT-2 does): trace two rows
