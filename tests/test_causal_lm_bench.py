@@ -53,14 +53,15 @@ def test_train_causal_lm_needs_a_budget_and_llm_compress_its_training_corpus():
         llm_compress.trained_corpus(recorded)
 
 
-def test_llm_compress_smoke_trains_a_tiny_llama_and_measures_quantizing_pruning_and_onnx(tmp_path):
+def test_llm_compress_smoke_trains_a_tiny_llama_and_measures_quantizing_and_pruning(tmp_path):
     """--smoke trains a 2-layer Llama with grouped-query attention for 40 steps (train_causal_lm.py --size tiny),
-    then measures one variant of each kind and the onnxruntime table."""
+    then measures one variant of each kind (the onnxruntime table's exports are left to tests/test_quant_nbits.py,
+    to keep CI under its time limit)."""
     llm_compress, stdlib_corpus, train_causal_lm = benches()
-    only = ["w4_gptq", "sparsegpt24", "w8a8_smooth", "onnx"]
+    only = ["w4_gptq", "sparsegpt24", "w8a8_smooth"]
     result = llm_compress.main(["--smoke", "--only", *only, "--threads", "1", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "llm_compress_smoke.json").read_text()) == json.loads(json.dumps(result))
-    assert result["checks"] is None and result["variants"].keys() == set(only) - {"onnx"}
+    assert result["checks"] is None and result["variants"].keys() == set(only) and "onnx" not in result
 
     model_dir = tmp_path / "llm_compress_smoke_model"
     train = json.loads((model_dir / "train.json").read_text())
@@ -77,12 +78,3 @@ def test_llm_compress_smoke_trains_a_tiny_llama_and_measures_quantizing_pruning_
     assert abs(runs["w4_gptq"]["perplexity"] / fp32 - 1) < 0.05
     assert runs["sparsegpt24"]["sparsity"] == 0.5 and runs["sparsegpt24"]["increase"] > 0
     assert abs(runs["w8a8_smooth"]["increase"]) < 0.05 * fp32
-
-    onnx = result["onnx"]
-    assert onnx["size_bytes"]["int4"] < onnx["size_bytes"]["int8"] < onnx["size_bytes"]["fp32"]
-    assert onnx["int4_size_ratio"] == onnx["size_bytes"]["int4"] / onnx["size_bytes"]["fp32"]
-    diff = onnx["max_abs_diff"]["1x16"]
-    assert diff["fp32"] < 1e-4 and diff["int4"] < 1e-4 and diff["int8"] < 0.15  # int4 computes as PyTorch does
-    timed = onnx["latency"]["1x16"]
-    assert timed.keys() == {"fp32", "int8", "int4"}
-    assert all(row["ms_per_token"] == row["median"] / 16 > 0 for row in timed.values())
