@@ -34,7 +34,7 @@ from slimkit.pipeline import environment
 from slimkit.runtime.deploy import DEPLOY_FILE
 
 from results_io import print_checks, write_results
-from text_models import tiny_text_folder
+from text_models import minilm_and_sentences
 
 RECIPE = Path(__file__).parent.parent / "examples" / "minilm_fast.yaml"
 PEERS = ("eager", "onnxruntime", "ort_quantize_dynamic", "ort_quantize_static", "torch_dynamic_int8", "openvino",
@@ -71,10 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     threads, suffix = default_threads(), "_smoke" if args.smoke else ""
     out = Path(args.out)
-    spec = tiny_text_folder(out / "minilm_fast_smoke_model") if args.smoke else "zoo:minilm"
-    baseline = sk.load_model(spec).eval()
-    task = sk.load_data("text", model=baseline)
-    task = task.subset(train=64, test=32) if args.smoke else task.subset(train=len(task.train[0]), test=1000)
+    baseline, task = minilm_and_sentences(out / "minilm_fast_smoke_model", args.smoke)
     recipe = smoke_recipe() if args.smoke else sk.Recipe.load(RECIPE)
     run_dir = out / f"minilm_fast{suffix}_run"
     report = sk.compress(baseline, recipe, data=task, out_dir=run_dir, backends=(), threads=threads,

@@ -25,7 +25,7 @@ from slimkit.measure.metric import evaluate
 from slimkit.pipeline import environment
 
 from results_io import print_checks, write_results
-from text_models import tiny_text_folder
+from text_models import minilm_and_sentences
 
 METHODS = ("rtn", "gptq", "awq", "hqq")
 GROUP = 128
@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     out, threads, suffix = Path(args.out), default_threads(), "_smoke" if args.smoke else ""
-    spec = tiny_text_folder(out / "minilm_w4_smoke_model") if args.smoke else "zoo:minilm"
-    baseline = sk.load_model(spec).eval()
-    task = sk.load_data("text", model=baseline)
-    task = task.subset(train=64, test=32) if args.smoke else task.subset(train=len(task.train[0]), test=1000)
+    baseline, task = minilm_and_sentences(out / "minilm_w4_smoke_model", args.smoke)
     group = 16 if args.smoke else GROUP
     ours, theirs = slimkit_rows(baseline, task, group), onnxruntime_rows(baseline, task, threads)
     best = {r["method"]: max(x["cosine"] for x in ours if x["method"] == r["method"]) for r in ours}

@@ -1,4 +1,5 @@
-"""A stand-in for all-MiniLM-L6-v2 in the benches' smoke runs (CI): its tokenizer and pooling on a tiny BERT."""
+"""all-MiniLM-L6-v2 and its held-out sentences for the text benches, and the stand-in their smoke runs (CI) use:
+its tokenizer and pooling on a tiny BERT."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,3 +27,13 @@ def tiny_text_folder(folder: Path) -> str:
     model.encoder.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
     return f"hf:{folder}"
+
+
+def minilm_and_sentences(folder: Path, smoke: bool):
+    """(the model, the "text" Task scored by cosine to it): zoo:minilm with every training sentence and 1,000
+    held-out ones, or for a smoke run :func:`tiny_text_folder` saved in ``folder`` with 64 and 32."""
+    import slimkit as sk
+
+    baseline = sk.load_model(tiny_text_folder(folder) if smoke else "zoo:minilm").eval()
+    task = sk.load_data("text", model=baseline)
+    return baseline, task.subset(train=64, test=32) if smoke else task.subset(train=len(task.train[0]), test=1000)
